@@ -1,0 +1,352 @@
+//! The proxy's configuration: read once from `WEFT_PROXY_*` environment variables into a plain
+//! struct, validated once, logged once at start.
+//!
+//! Nothing else in the proxy reads the environment. Tests build a [`Config`] from a map
+//! through the [`Lookup`] trait instead of touching the process environment.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub const ENV_INBOUND_LISTEN_ADDR: &str = "WEFT_PROXY_INBOUND_LISTEN_ADDR";
+pub const ENV_OUTBOUND_LISTEN_ADDR: &str = "WEFT_PROXY_OUTBOUND_LISTEN_ADDR";
+pub const ENV_ADMIN_LISTEN_ADDR: &str = "WEFT_PROXY_ADMIN_LISTEN_ADDR";
+pub const ENV_OPAQUE_PORTS: &str = "WEFT_PROXY_OPAQUE_PORTS";
+pub const ENV_DETECT_TIMEOUT: &str = "WEFT_PROXY_DETECT_TIMEOUT";
+pub const ENV_CONNECT_TIMEOUT: &str = "WEFT_PROXY_CONNECT_TIMEOUT";
+pub const ENV_HEADER_READ_TIMEOUT: &str = "WEFT_PROXY_HEADER_READ_TIMEOUT";
+pub const ENV_MAX_HEADER_BYTES: &str = "WEFT_PROXY_MAX_HEADER_BYTES";
+pub const ENV_MAX_CONNECTIONS: &str = "WEFT_PROXY_MAX_CONNECTIONS";
+pub const ENV_MAX_TARGET_LABELS: &str = "WEFT_PROXY_MAX_TARGET_LABELS";
+pub const ENV_SHUTDOWN_GRACE_PERIOD: &str = "WEFT_PROXY_SHUTDOWN_GRACE_PERIOD";
+pub const ENV_SHUTDOWN_ENDPOINT_ENABLED: &str = "WEFT_PROXY_SHUTDOWN_ENDPOINT_ENABLED";
+pub const ENV_INBOUND_FORWARD: &str = "WEFT_PROXY_INBOUND_FORWARD";
+pub const ENV_LOG_LEVEL: &str = "WEFT_PROXY_LOG_LEVEL";
+pub const ENV_WORKER_THREADS: &str = "WEFT_PROXY_WORKER_THREADS";
+
+pub const DEFAULT_INBOUND_LISTEN_ADDR: &str = "0.0.0.0:4143";
+pub const DEFAULT_OUTBOUND_LISTEN_ADDR: &str = "127.0.0.1:4140";
+pub const DEFAULT_ADMIN_LISTEN_ADDR: &str = "0.0.0.0:4191";
+/// Server-speaks-first protocols: SMTP, submission, MySQL, Galera, PostgreSQL, Redis,
+/// Elasticsearch transport, memcached. Linkerd's list, kept so its users find no surprise.
+pub const DEFAULT_OPAQUE_PORTS: &str = "25,587,3306,4444,5432,6379,9300,11211";
+/// Far shorter than Linkerd's 10 s: a client that has said nothing after a second is almost
+/// certainly waiting for the server to speak first.
+pub const DEFAULT_DETECT_TIMEOUT: Duration = Duration::from_secs(1);
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+pub const DEFAULT_MAX_TARGET_LABELS: usize = 500;
+pub const DEFAULT_SHUTDOWN_GRACE_PERIOD: Duration = Duration::from_secs(30);
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+
+/// Where the inbound proxy sends accepted connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InboundForward {
+    /// To the original destination (the pod's own IP and port): apps bound to the pod IP work.
+    OriginalDst,
+    /// To 127.0.0.1 on the original port, for apps that listen only on localhost.
+    Localhost,
+}
+
+/// The whole configuration of one proxy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub inbound_addr: SocketAddr,
+    pub outbound_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    /// Ports whose traffic is never inspected (no protocol detection).
+    pub opaque_ports: BTreeSet<u16>,
+    pub detect_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// A client that has not sent complete HTTP/1 headers in this time is disconnected.
+    pub header_read_timeout: Duration,
+    /// Largest HTTP/1 head (request line plus headers) accepted; larger gets 431.
+    pub max_header_bytes: usize,
+    /// Accepted connections in flight across all listeners; more wait in the kernel backlog.
+    pub max_connections: usize,
+    /// Distinct `target_addr` label values per direction before they fold into `overflow`.
+    pub max_target_labels: usize,
+    pub shutdown_grace_period: Duration,
+    pub shutdown_endpoint_enabled: bool,
+    pub inbound_forward: InboundForward,
+    pub log_level: String,
+    /// 1 runs a single-threaded runtime (the default, smallest footprint).
+    pub worker_threads: usize,
+}
+
+/// A bad configuration value; the message names the variable and the value.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("invalid {var}={value:?}: {reason}")]
+    Invalid {
+        var: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+/// Reads configuration values by name. Production uses the process environment.
+pub trait Lookup {
+    fn get(&self, key: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Lookup for ProcessEnv {
+    fn get(&self, key: &str) -> Option<String> {
+        std::env::var(key).ok()
+    }
+}
+
+impl Lookup for HashMap<&str, &str> {
+    fn get(&self, key: &str) -> Option<String> {
+        HashMap::get(self, key).map(|v| v.to_string())
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        // Parsing the empty environment cannot fail: the defaults are constants checked by a test.
+        match Config::from_lookup(&HashMap::new()) {
+            Ok(c) => c,
+            Err(e) => unreachable!("defaults must parse: {e}"),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates every variable; the first bad one is reported.
+    pub fn from_lookup(env: &dyn Lookup) -> Result<Self, ConfigError> {
+        let cfg = Config {
+            inbound_addr: parse(
+                env,
+                ENV_INBOUND_LISTEN_ADDR,
+                DEFAULT_INBOUND_LISTEN_ADDR,
+                |s| s.parse::<SocketAddr>().map_err(|e| e.to_string()),
+            )?,
+            outbound_addr: parse(
+                env,
+                ENV_OUTBOUND_LISTEN_ADDR,
+                DEFAULT_OUTBOUND_LISTEN_ADDR,
+                |s| s.parse::<SocketAddr>().map_err(|e| e.to_string()),
+            )?,
+            admin_addr: parse(env, ENV_ADMIN_LISTEN_ADDR, DEFAULT_ADMIN_LISTEN_ADDR, |s| {
+                s.parse::<SocketAddr>().map_err(|e| e.to_string())
+            })?,
+            opaque_ports: parse(env, ENV_OPAQUE_PORTS, DEFAULT_OPAQUE_PORTS, parse_ports)?,
+            detect_timeout: parse(env, ENV_DETECT_TIMEOUT, "1s", parse_duration)?,
+            connect_timeout: parse(env, ENV_CONNECT_TIMEOUT, "3s", parse_duration)?,
+            header_read_timeout: parse(env, ENV_HEADER_READ_TIMEOUT, "10s", parse_duration)?,
+            max_header_bytes: parse(env, ENV_MAX_HEADER_BYTES, "65536", |s| {
+                parse_range(s, 8192, 1 << 20)
+            })?,
+            max_connections: parse(env, ENV_MAX_CONNECTIONS, "4096", |s| {
+                parse_range(s, 1, 1_000_000)
+            })?,
+            max_target_labels: parse(env, ENV_MAX_TARGET_LABELS, "500", |s| {
+                parse_range(s, 1, 100_000)
+            })?,
+            shutdown_grace_period: parse(env, ENV_SHUTDOWN_GRACE_PERIOD, "30s", parse_duration)?,
+            shutdown_endpoint_enabled: parse(
+                env,
+                ENV_SHUTDOWN_ENDPOINT_ENABLED,
+                "false",
+                parse_bool,
+            )?,
+            inbound_forward: parse(env, ENV_INBOUND_FORWARD, "original-dst", |s| match s {
+                "original-dst" => Ok(InboundForward::OriginalDst),
+                "localhost" => Ok(InboundForward::Localhost),
+                _ => Err("expected original-dst or localhost".to_string()),
+            })?,
+            log_level: parse(env, ENV_LOG_LEVEL, DEFAULT_LOG_LEVEL, |s| {
+                crate::logging::parse_filter(s).map(|_| s.to_string())
+            })?,
+            worker_threads: parse(env, ENV_WORKER_THREADS, "1", |s| parse_range(s, 1, 64))?,
+        };
+        Ok(cfg)
+    }
+}
+
+fn parse<T>(
+    env: &dyn Lookup,
+    var: &'static str,
+    default: &str,
+    f: impl Fn(&str) -> Result<T, String>,
+) -> Result<T, ConfigError> {
+    let value = env.get(var);
+    let raw = value.as_deref().map(str::trim).unwrap_or(default);
+    f(raw).map_err(|reason| ConfigError::Invalid {
+        var,
+        value: raw.to_string(),
+        reason,
+    })
+}
+
+/// Parses `25,587,8000-8010`. An empty string means no ports.
+pub fn parse_ports(s: &str) -> Result<BTreeSet<u16>, String> {
+    let mut ports = BTreeSet::new();
+    for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let port = |p: &str| -> Result<u16, String> {
+            match p.trim().parse::<u16>() {
+                Ok(0) | Err(_) => Err(format!("{p:?} is not a port (1-65535)")),
+                Ok(n) => Ok(n),
+            }
+        };
+        match item.split_once('-') {
+            Some((lo, hi)) => {
+                let (lo, hi) = (port(lo)?, port(hi)?);
+                if lo > hi {
+                    return Err(format!("range {item:?} is backwards"));
+                }
+                ports.extend(lo..=hi);
+            }
+            None => {
+                ports.insert(port(item)?);
+            }
+        }
+    }
+    Ok(ports)
+}
+
+/// Parses `250ms`, `3s`, `2m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let split = s
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| "missing unit (ms, s, m or h)".to_string())?;
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| "expected a number followed by ms, s, m or h".to_string())?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => return Err(format!("unknown unit {unit:?} (use ms, s, m or h)")),
+    };
+    Ok(d)
+}
+
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" | "" => Ok(false),
+        _ => Err("expected true or false".to_string()),
+    }
+}
+
+fn parse_range(s: &str, min: usize, max: usize) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(format!("expected a whole number from {min} to {max}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_conventions() {
+        let c = Config::default();
+        assert_eq!(c.inbound_addr, "0.0.0.0:4143".parse().unwrap());
+        assert_eq!(c.outbound_addr, "127.0.0.1:4140".parse().unwrap());
+        assert_eq!(c.admin_addr, "0.0.0.0:4191".parse().unwrap());
+        assert_eq!(
+            c.opaque_ports.iter().copied().collect::<Vec<_>>(),
+            vec![25, 587, 3306, 4444, 5432, 6379, 9300, 11211]
+        );
+        assert_eq!(c.detect_timeout, DEFAULT_DETECT_TIMEOUT);
+        assert_eq!(c.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+        assert_eq!(c.header_read_timeout, DEFAULT_HEADER_READ_TIMEOUT);
+        assert_eq!(c.max_header_bytes, DEFAULT_MAX_HEADER_BYTES);
+        assert_eq!(c.max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(c.max_target_labels, DEFAULT_MAX_TARGET_LABELS);
+        assert_eq!(c.shutdown_grace_period, DEFAULT_SHUTDOWN_GRACE_PERIOD);
+        assert!(!c.shutdown_endpoint_enabled);
+        assert_eq!(c.inbound_forward, InboundForward::OriginalDst);
+        assert_eq!(c.log_level, "info");
+        assert_eq!(c.worker_threads, 1);
+    }
+
+    #[test]
+    fn values_are_read() {
+        let env = HashMap::from([
+            (ENV_OPAQUE_PORTS, "5432, 8000-8002"),
+            (ENV_DETECT_TIMEOUT, "250ms"),
+            (ENV_SHUTDOWN_GRACE_PERIOD, "2m"),
+            (ENV_SHUTDOWN_ENDPOINT_ENABLED, "true"),
+            (ENV_INBOUND_FORWARD, "localhost"),
+            (ENV_WORKER_THREADS, "2"),
+            (ENV_LOG_LEVEL, "warn,weft_proxy=debug"),
+            (ENV_ADMIN_LISTEN_ADDR, "[::1]:9991"),
+        ]);
+        let c = Config::from_lookup(&env).unwrap();
+        assert_eq!(
+            c.opaque_ports.iter().copied().collect::<Vec<_>>(),
+            vec![5432, 8000, 8001, 8002]
+        );
+        assert_eq!(c.detect_timeout, Duration::from_millis(250));
+        assert_eq!(c.shutdown_grace_period, Duration::from_secs(120));
+        assert!(c.shutdown_endpoint_enabled);
+        assert_eq!(c.inbound_forward, InboundForward::Localhost);
+        assert_eq!(c.worker_threads, 2);
+        assert_eq!(c.log_level, "warn,weft_proxy=debug");
+        assert_eq!(c.admin_addr, "[::1]:9991".parse().unwrap());
+    }
+
+    #[test]
+    fn bad_values_name_the_variable_and_value() {
+        let cases = [
+            (
+                ENV_INBOUND_LISTEN_ADDR,
+                "4143",
+                "invalid WEFT_PROXY_INBOUND_LISTEN_ADDR=\"4143\"",
+            ),
+            (ENV_OPAQUE_PORTS, "25,70000", "\"70000\" is not a port"),
+            (ENV_OPAQUE_PORTS, "90-80", "range \"90-80\" is backwards"),
+            (ENV_DETECT_TIMEOUT, "10", "missing unit"),
+            (ENV_DETECT_TIMEOUT, "10d", "unknown unit \"d\""),
+            (
+                ENV_SHUTDOWN_ENDPOINT_ENABLED,
+                "maybe",
+                "expected true or false",
+            ),
+            (
+                ENV_INBOUND_FORWARD,
+                "pod-ip",
+                "expected original-dst or localhost",
+            ),
+            (ENV_WORKER_THREADS, "0", "from 1 to 64"),
+            (ENV_MAX_HEADER_BYTES, "100", "from 8192 to 1048576"),
+            (ENV_LOG_LEVEL, "weft_proxy=loud", "WEFT_PROXY_LOG_LEVEL"),
+        ];
+        for (var, value, expected) in cases {
+            let env = HashMap::from([(var, value)]);
+            let err = Config::from_lookup(&env).unwrap_err().to_string();
+            assert!(err.contains(expected), "{var}={value}: {err}");
+            assert!(err.contains(var), "{err} should name {var}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        let cases = [
+            ("0ms", Some(Duration::ZERO)),
+            ("1500ms", Some(Duration::from_millis(1500))),
+            ("3s", Some(Duration::from_secs(3))),
+            ("2m", Some(Duration::from_secs(120))),
+            ("1h", Some(Duration::from_secs(3600))),
+            ("", None),
+            ("s", None),
+            ("1.5s", None),
+            ("-1s", None),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(parse_duration(input).ok(), expected, "{input:?}");
+        }
+    }
+}

@@ -1,0 +1,593 @@
+//! HTTP/1 and HTTP/2 proxying with hyper: requests are received on the accepted
+//! connection, forwarded to the route's target over a connection of the same protocol, and
+//! streamed back. Bodies are never buffered whole.
+//!
+//! Per request: count it, strip hop-by-hop headers (RFC 9110 §7.6.1), add
+//! `X-Forwarded-For` on inbound, send upstream, pass `101 Switching Protocols` upgrades
+//! (WebSocket) through as a byte tunnel, and record the response when its body ends.
+//! Errors reaching the target become `502`/`504` responses with a `weft-proxy-error` header.
+
+use crate::detect::Protocol;
+use crate::drain;
+use crate::metrics::{
+    Direction, HttpLabels, LatencyLabels, Metrics, ResponseLabels, TLS_NO_IDENTITY,
+};
+use crate::proxy::{connect, ProxyError, Shared};
+use crate::route::Route;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1 as client1, http2 as client2};
+use hyper::server::conn::{http1 as server1, http2 as server2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Mutex;
+
+/// Serves HTTP on an accepted connection until the client is done or a drain finishes it.
+pub async fn serve<T>(
+    shared: &Arc<Shared>,
+    io: T,
+    route: &Route,
+    client: SocketAddr,
+    direction: Direction,
+    drain: drain::Watch,
+) -> Result<(), ProxyError>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let config = &shared.config;
+    let ctx = Arc::new(Forwarder {
+        upstream: Upstream::new(route.protocol, route.target, config.connect_timeout),
+        client,
+        direction,
+        target_label: shared.metrics.target_label(direction, route.target),
+        metrics: shared.metrics.clone(),
+        drain: drain.clone(),
+    });
+    let service = hyper::service::service_fn(move |req| ctx.clone().forward(req));
+    let io = TokioIo::new(io);
+    match route.protocol {
+        Protocol::Http2 => {
+            let conn = server2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
+                .serve_connection(io, service);
+            tokio::pin!(conn);
+            tokio::select! {
+                res = conn.as_mut() => res?,
+                _ = drain.signaled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await?
+                }
+            }
+        }
+        _ => {
+            let conn = server1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(config.header_read_timeout)
+                .max_buf_size(config.max_header_bytes)
+                .serve_connection(io, service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                res = conn.as_mut() => res?,
+                _ = drain.signaled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await?
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Per-connection forwarding state.
+struct Forwarder {
+    upstream: Upstream,
+    client: SocketAddr,
+    direction: Direction,
+    target_label: String,
+    metrics: Arc<Metrics>,
+    drain: drain::Watch,
+}
+
+impl Forwarder {
+    async fn forward(
+        self: Arc<Self>,
+        mut req: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, Infallible> {
+        let started = Instant::now();
+        let labels = HttpLabels {
+            direction: self.direction.as_str(),
+            authority: self
+                .metrics
+                .authority_label(self.direction, &authority_of(&req)),
+            target_addr: self.target_label.clone(),
+            tls: TLS_NO_IDENTITY,
+        };
+        self.metrics.request_total.get_or_create(&labels).inc();
+
+        let upgrade = upgrade_protocol(&req);
+        let server_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+        strip_hop_by_hop(req.headers_mut());
+        if let Some(proto) = &upgrade {
+            req.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            req.headers_mut().insert(header::UPGRADE, proto.clone());
+        }
+        if self.direction == Direction::Inbound {
+            append_forwarded_for(req.headers_mut(), self.client.ip());
+        }
+
+        let mut rsp = match self.upstream.send(req).await {
+            Ok(rsp) => rsp,
+            Err(e) => {
+                let status = match e {
+                    ProxyError::ConnectTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+                    _ => StatusCode::BAD_GATEWAY,
+                };
+                tracing::warn!(client = %self.client, target = %self.upstream.target, "request failed: {e}");
+                let recorder = Recorder::new(&self.metrics, labels, status, started);
+                return Ok(error_response(status, &e.to_string(), recorder));
+            }
+        };
+
+        let status = rsp.status();
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(server_upgrade) = server_upgrade {
+                let client_upgrade = hyper::upgrade::on(&mut rsp);
+                tokio::spawn(tunnel(server_upgrade, client_upgrade, self.drain.clone()));
+            }
+            // Keep Connection/Upgrade on a 101: they are the point of it.
+        } else {
+            strip_hop_by_hop(rsp.headers_mut());
+        }
+        let recorder = Recorder::new(&self.metrics, labels, status, started);
+        Ok(rsp.map(|body| ProxyBody::Proxied {
+            inner: body,
+            recorder: Some(recorder),
+        }))
+    }
+}
+
+/// Copies bytes between the upgraded client and server connections.
+async fn tunnel(
+    server_side: hyper::upgrade::OnUpgrade,
+    client_side: hyper::upgrade::OnUpgrade,
+    _drain: drain::Watch,
+) {
+    match tokio::try_join!(server_side, client_side) {
+        Ok((downstream, upstream)) => {
+            let mut downstream = TokioIo::new(downstream);
+            let mut upstream = TokioIo::new(upstream);
+            if let Err(e) = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await {
+                tracing::debug!("upgraded connection ended: {e}");
+            }
+        }
+        Err(e) => tracing::warn!("upgrade failed: {e}"),
+    }
+}
+
+/// The connection to the route's target, opened on first use and reopened when closed.
+struct Upstream {
+    target: SocketAddr,
+    connect_timeout: Duration,
+    conn: UpstreamConn,
+}
+
+enum UpstreamConn {
+    Http1(Mutex<Option<client1::SendRequest<Incoming>>>),
+    Http2(Mutex<Option<client2::SendRequest<Incoming>>>),
+}
+
+impl Upstream {
+    fn new(protocol: Protocol, target: SocketAddr, connect_timeout: Duration) -> Self {
+        let conn = match protocol {
+            Protocol::Http2 => UpstreamConn::Http2(Mutex::new(None)),
+            _ => UpstreamConn::Http1(Mutex::new(None)),
+        };
+        Upstream {
+            target,
+            connect_timeout,
+            conn,
+        }
+    }
+
+    async fn send(&self, req: Request<Incoming>) -> Result<Response<Incoming>, ProxyError> {
+        match &self.conn {
+            UpstreamConn::Http1(slot) => {
+                let mut slot = slot.lock().await;
+                // An HTTP/1 connection serves one request at a time: wait until it is free,
+                // or open a new one if it closed (server said `Connection: close`, upgrade…).
+                if let Some(sender) = slot.as_mut() {
+                    if sender.ready().await.is_err() {
+                        *slot = None;
+                    }
+                }
+                let mut sender = match slot.take() {
+                    Some(s) => s,
+                    None => self.connect_http1().await?,
+                };
+                let rsp = sender.send_request(req);
+                *slot = Some(sender);
+                drop(slot);
+                Ok(rsp.await?)
+            }
+            UpstreamConn::Http2(slot) => {
+                let mut sender = {
+                    let mut slot = slot.lock().await;
+                    match slot.as_ref() {
+                        Some(s) if !s.is_closed() => s.clone(),
+                        _ => {
+                            let s = self.connect_http2().await?;
+                            *slot = Some(s.clone());
+                            s
+                        }
+                    }
+                };
+                sender.ready().await?;
+                Ok(sender.send_request(req).await?)
+            }
+        }
+    }
+
+    async fn connect_http1(&self) -> Result<client1::SendRequest<Incoming>, ProxyError> {
+        let tcp = connect(self.target, self.connect_timeout).await?;
+        let (sender, conn) = client1::Builder::new().handshake(TokioIo::new(tcp)).await?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!("upstream HTTP/1 connection ended: {e}");
+            }
+        });
+        Ok(sender)
+    }
+
+    async fn connect_http2(&self) -> Result<client2::SendRequest<Incoming>, ProxyError> {
+        let tcp = connect(self.target, self.connect_timeout).await?;
+        let (sender, conn) = client2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(TokioIo::new(tcp))
+            .await?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("upstream HTTP/2 connection ended: {e}");
+            }
+        });
+        Ok(sender)
+    }
+}
+
+/// The authority a request was addressed to: the URI's, else the Host header, else "".
+fn authority_of<B>(req: &Request<B>) -> String {
+    if let Some(a) = req.uri().authority() {
+        return a.as_str().to_string();
+    }
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// The protocol an HTTP/1 request asks to upgrade to (`Connection: upgrade` + `Upgrade`).
+pub fn upgrade_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
+    if req.version() != Version::HTTP_11 {
+        return None;
+    }
+    let connection_says_upgrade = req
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    if connection_says_upgrade {
+        req.headers().get(header::UPGRADE).cloned()
+    } else {
+        None
+    }
+}
+
+/// Removes connection-specific headers (RFC 9110 §7.6.1): those named in `Connection`, and
+/// `Connection`, `Proxy-Connection`, `Keep-Alive`, `TE` (except `TE: trailers`, which gRPC
+/// needs end to end), `Transfer-Encoding` and `Upgrade`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    let te_trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .all(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    if !te_trailers {
+        headers.remove(header::TE);
+    }
+    for name in [
+        header::CONNECTION,
+        HeaderName::from_static("proxy-connection"),
+        HeaderName::from_static("keep-alive"),
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// Appends the client's address to `X-Forwarded-For`.
+pub fn append_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {
+    let name = HeaderName::from_static("x-forwarded-for");
+    let value = match headers.get(&name).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {client}"),
+        _ => client.to_string(),
+    };
+    // The previous value came from a valid header and an IP address is plain ASCII.
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(name, v);
+    }
+}
+
+fn error_response(status: StatusCode, message: &str, recorder: Recorder) -> Response<ProxyBody> {
+    let mut rsp = Response::new(ProxyBody::Error {
+        data: Some(Bytes::from(format!("weft-proxy: {message}\n"))),
+        recorder: Some(recorder),
+    });
+    *rsp.status_mut() = status;
+    let headers = rsp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if let Ok(v) = HeaderValue::from_str(message) {
+        headers.insert(HeaderName::from_static("weft-proxy-error"), v);
+    }
+    rsp
+}
+
+/// Records a response's metrics once: latency at the headers, the outcome at the end.
+struct Recorder {
+    metrics: Arc<Metrics>,
+    labels: HttpLabels,
+    status: StatusCode,
+    grpc_failure: bool,
+}
+
+impl Recorder {
+    fn new(
+        metrics: &Arc<Metrics>,
+        labels: HttpLabels,
+        status: StatusCode,
+        started: Instant,
+    ) -> Self {
+        metrics
+            .response_latency_ms
+            .get_or_create(&LatencyLabels {
+                http: labels.clone(),
+                status_code: status.as_u16(),
+            })
+            .observe(started.elapsed().as_secs_f64() * 1000.0);
+        Recorder {
+            metrics: metrics.clone(),
+            labels,
+            status,
+            grpc_failure: false,
+        }
+    }
+
+    fn observe_trailers(&mut self, trailers: &HeaderMap) {
+        if let Some(code) = trailers.get("grpc-status") {
+            self.grpc_failure = code.as_bytes() != b"0";
+        }
+    }
+
+    fn finish(self, stream_failed: bool) {
+        let failure = stream_failed || self.grpc_failure || self.status.is_server_error();
+        self.metrics
+            .response_total
+            .get_or_create(&ResponseLabels {
+                http: self.labels,
+                status_code: self.status.as_u16(),
+                classification: if failure { "failure" } else { "success" },
+            })
+            .inc();
+    }
+}
+
+/// The response body: the upstream's, streamed, or a short error message.
+enum ProxyBody {
+    Proxied {
+        inner: Incoming,
+        recorder: Option<Recorder>,
+    },
+    Error {
+        data: Option<Bytes>,
+        recorder: Option<Recorder>,
+    },
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ProxyBody::Proxied { inner, recorder } => {
+                let polled = Pin::new(inner).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let (Some(trailers), Some(r)) = (frame.trailers_ref(), recorder.as_mut())
+                        {
+                            r.observe_trailers(trailers);
+                        }
+                    }
+                    Poll::Ready(Some(Err(_))) => {
+                        if let Some(r) = recorder.take() {
+                            r.finish(true);
+                        }
+                    }
+                    Poll::Ready(None) => {
+                        if let Some(r) = recorder.take() {
+                            r.finish(false);
+                        }
+                    }
+                    Poll::Pending => {}
+                }
+                polled
+            }
+            ProxyBody::Error { data, recorder } => {
+                if let Some(r) = recorder.take() {
+                    r.finish(false);
+                }
+                Poll::Ready(data.take().map(|d| Ok(Frame::data(d))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Proxied { inner, .. } => inner.is_end_stream(),
+            ProxyBody::Error { data, .. } => data.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Proxied { inner, .. } => inner.size_hint(),
+            ProxyBody::Error { data, .. } => {
+                SizeHint::with_exact(data.as_ref().map(|d| d.len() as u64).unwrap_or(0))
+            }
+        }
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        // A body nobody read to the end (HEAD, 204, a client that left) is recorded here.
+        let recorder = match self {
+            ProxyBody::Proxied { recorder, .. } | ProxyBody::Error { recorder, .. } => {
+                recorder.take()
+            }
+        };
+        if let Some(r) = recorder {
+            r.finish(false);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    fn names(h: &HeaderMap) -> Vec<String> {
+        let mut v: Vec<String> = h
+            .iter()
+            .map(|(k, v)| format!("{}: {}", k, v.to_str().unwrap()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn hop_by_hop_table() {
+        let cases: Vec<(Vec<(&str, &str)>, Vec<&str>)> = vec![
+            (
+                vec![
+                    ("connection", "keep-alive, x-secret"),
+                    ("keep-alive", "timeout=5"),
+                    ("x-secret", "1"),
+                    ("host", "a"),
+                ],
+                vec!["host: a"],
+            ),
+            (
+                vec![("te", "trailers"), ("content-type", "application/grpc")],
+                vec!["content-type: application/grpc", "te: trailers"],
+            ),
+            (vec![("te", "gzip, trailers")], vec![]),
+            (
+                vec![
+                    ("transfer-encoding", "chunked"),
+                    ("upgrade", "websocket"),
+                    ("proxy-connection", "x"),
+                    ("trailer", "grpc-status"),
+                ],
+                vec!["trailer: grpc-status"],
+            ),
+            (
+                vec![("x-forwarded-for", "1.2.3.4")],
+                vec!["x-forwarded-for: 1.2.3.4"],
+            ),
+        ];
+        for (input, expected) in cases {
+            let mut h = headers(&input);
+            strip_hop_by_hop(&mut h);
+            assert_eq!(names(&h), expected, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn forwarded_for_appends() {
+        let ip: IpAddr = "198.18.0.7".parse().unwrap();
+        let mut h = HeaderMap::new();
+        append_forwarded_for(&mut h, ip);
+        assert_eq!(h["x-forwarded-for"], "198.18.0.7");
+        let mut h = headers(&[("x-forwarded-for", "203.0.113.9")]);
+        append_forwarded_for(&mut h, ip);
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9, 198.18.0.7");
+        let mut h = HeaderMap::new();
+        append_forwarded_for(&mut h, "fd00::1".parse().unwrap());
+        assert_eq!(h["x-forwarded-for"], "fd00::1");
+    }
+
+    #[test]
+    fn upgrade_detection() {
+        let req = |conn: &str, up: Option<&str>, v: Version| {
+            let mut b = Request::builder().version(v).header("connection", conn);
+            if let Some(u) = up {
+                b = b.header("upgrade", u);
+            }
+            b.body(()).unwrap()
+        };
+        assert_eq!(
+            upgrade_protocol(&req("Upgrade", Some("websocket"), Version::HTTP_11)).unwrap(),
+            "websocket"
+        );
+        assert_eq!(
+            upgrade_protocol(&req("keep-alive, upgrade", Some("h2c"), Version::HTTP_11)).unwrap(),
+            "h2c"
+        );
+        assert!(
+            upgrade_protocol(&req("keep-alive", Some("websocket"), Version::HTTP_11)).is_none()
+        );
+        assert!(upgrade_protocol(&req("upgrade", None, Version::HTTP_11)).is_none());
+        assert!(upgrade_protocol(&req("upgrade", Some("websocket"), Version::HTTP_10)).is_none());
+    }
+}

@@ -1,0 +1,94 @@
+//! The inbound listener (`0.0.0.0:4143`): connections to the pod, redirected here by
+//! iptables. Reads the original destination (the pod's own IP and port) and forwards
+//! there, or to localhost for apps bound only to 127.0.0.1.
+
+use crate::config::InboundForward;
+use crate::drain;
+use crate::listen;
+use crate::metrics::Direction;
+use crate::orig_dst::OrigDst;
+use crate::proxy::{self, Accepted, Shared};
+use crate::route;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+pub struct Inbound {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    orig_dst: Arc<dyn OrigDst>,
+    limit: Arc<Semaphore>,
+}
+
+impl Inbound {
+    /// Binds the listener; fails at once if the address is taken.
+    pub fn new(
+        addr: SocketAddr,
+        shared: Arc<Shared>,
+        orig_dst: Arc<dyn OrigDst>,
+        limit: Arc<Semaphore>,
+    ) -> io::Result<Self> {
+        Ok(Inbound {
+            listener: listen::bind(addr)?,
+            shared,
+            orig_dst,
+            limit,
+        })
+    }
+
+    pub fn address(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub async fn run(self, drain: drain::Watch) {
+        let Inbound {
+            listener,
+            shared,
+            orig_dst,
+            limit,
+        } = self;
+        listen::accept_loop(
+            listener,
+            limit,
+            drain,
+            "inbound",
+            move |socket, client, drain| {
+                handle(shared.clone(), orig_dst.clone(), socket, client, drain)
+            },
+        )
+        .await
+    }
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    orig_dst: Arc<dyn OrigDst>,
+    socket: TcpStream,
+    client: SocketAddr,
+    drain: drain::Watch,
+) {
+    let (local, dst) = match (socket.local_addr(), orig_dst.orig_dst(&socket)) {
+        (Ok(local), Ok(dst)) => (local, dst),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(%client, "inbound: {}", proxy::ProxyError::OrigDst(e));
+            return;
+        }
+    };
+    let forward: InboundForward = shared.config.inbound_forward;
+    let conn = Accepted {
+        socket,
+        client,
+        local,
+        orig_dst: dst,
+        direction: Direction::Inbound,
+    };
+    proxy::serve(
+        shared,
+        conn,
+        move |protocol| route::inbound(dst, local, protocol, forward),
+        drain,
+    )
+    .await
+}

@@ -1,0 +1,29 @@
+//! `weft-proxy`: Weft's sidecar data plane.
+//!
+//! A connection's path, file by file:
+//! `outbound.rs` / `inbound.rs` (accept, original destination) → `proxy.rs` (detect, route,
+//! count) → `route.rs` (the decision, as data) → `http.rs` (HTTP/1, HTTP/2, upgrades) or
+//! `tcp.rs` (opaque bytes). `app.rs` wires the listeners and the drain; `admin.rs` serves
+//! `/live`, `/ready`, `/metrics`, `/shutdown` and `/proxy-log-level`; `config.rs` is the only
+//! place that reads the environment.
+
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod detect;
+pub mod drain;
+pub mod http;
+pub mod inbound;
+pub mod io;
+pub mod listen;
+pub mod logging;
+pub mod metrics;
+pub mod orig_dst;
+pub mod outbound;
+pub mod proxy;
+pub mod route;
+pub mod tcp;
+
+pub use app::{Addrs, App, AppError, Deps};
+pub use config::Config;
+pub use drain::Drained;

@@ -1,0 +1,398 @@
+//! Prometheus metrics with Linkerd-compatible names and labels, so existing Grafana
+//! dashboards and PodMonitors keep working: `request_total`, `response_total`,
+//! `response_latency_ms`, `tcp_open_total`, `tcp_open_connections`, `tcp_read_bytes_total`,
+//! `tcp_write_bytes_total`, `tcp_close_total`, plus `tcp_detect_total` and process metrics.
+//!
+//! Label cardinality is bounded: each direction keeps at most `max_target_labels` distinct
+//! `target_addr` values (authorities likewise); later ones are counted under `overflow`.
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Linkerd's `response_latency_ms` buckets.
+pub const LATENCY_BUCKETS_MS: [f64; 25] = [
+    1.0, 2.0, 3.0, 4.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 100.0, 200.0, 300.0, 400.0, 500.0,
+    1000.0, 2000.0, 3000.0, 4000.0, 5000.0, 10000.0, 20000.0, 30000.0, 40000.0, 50000.0,
+];
+
+/// The value folded labels take once the budget is spent.
+pub const OVERFLOW: &str = "overflow";
+
+/// Until identity lands every connection is plaintext.
+pub const TLS_NO_IDENTITY: &str = "no_identity";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
+/// Labels shared by every HTTP metric.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub direction: &'static str,
+    pub authority: String,
+    pub target_addr: String,
+    pub tls: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResponseLabels {
+    pub status_code: u16,
+    pub classification: &'static str,
+    // The derive requires the flattened set last.
+    #[prometheus(flatten)]
+    pub http: HttpLabels,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LatencyLabels {
+    pub status_code: u16,
+    #[prometheus(flatten)]
+    pub http: HttpLabels,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TcpLabels {
+    pub direction: &'static str,
+    pub peer: &'static str,
+    pub target_addr: String,
+    pub tls: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TcpCloseLabels {
+    pub classification: &'static str,
+    #[prometheus(flatten)]
+    pub tcp: TcpLabels,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DetectLabels {
+    pub direction: &'static str,
+    pub result: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS_MS)
+}
+
+/// Every metric the proxy exports, plus the registry that renders them.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub request_total: Family<HttpLabels, Counter>,
+    pub response_total: Family<ResponseLabels, Counter>,
+    pub response_latency_ms: HistogramFamily<LatencyLabels>,
+    pub tcp_open_total: Family<TcpLabels, Counter>,
+    pub tcp_open_connections: Family<TcpLabels, Gauge>,
+    pub tcp_read_bytes_total: Family<TcpLabels, Counter>,
+    pub tcp_write_bytes_total: Family<TcpLabels, Counter>,
+    pub tcp_close_total: Family<TcpCloseLabels, Counter>,
+    pub tcp_detect_total: Family<DetectLabels, Counter>,
+    targets: LabelBudget,
+    authorities: LabelBudget,
+}
+
+impl Metrics {
+    pub fn new(max_target_labels: usize) -> Self {
+        let mut registry = Registry::default();
+        let request_total = Family::<HttpLabels, Counter>::default();
+        let response_total = Family::<ResponseLabels, Counter>::default();
+        let response_latency_ms: HistogramFamily<LatencyLabels> =
+            Family::new_with_constructor(latency_histogram);
+        let tcp_open_total = Family::<TcpLabels, Counter>::default();
+        let tcp_open_connections = Family::<TcpLabels, Gauge>::default();
+        let tcp_read_bytes_total = Family::<TcpLabels, Counter>::default();
+        let tcp_write_bytes_total = Family::<TcpLabels, Counter>::default();
+        let tcp_close_total = Family::<TcpCloseLabels, Counter>::default();
+        let tcp_detect_total = Family::<DetectLabels, Counter>::default();
+        registry.register("request", "HTTP requests received", request_total.clone());
+        registry.register(
+            "response",
+            "HTTP responses sent, by status and classification",
+            response_total.clone(),
+        );
+        registry.register(
+            "response_latency_ms",
+            "Time from receiving a request to its response headers, in milliseconds",
+            response_latency_ms.clone(),
+        );
+        registry.register("tcp_open", "TCP connections opened", tcp_open_total.clone());
+        registry.register(
+            "tcp_open_connections",
+            "TCP connections currently open",
+            tcp_open_connections.clone(),
+        );
+        registry.register(
+            "tcp_read_bytes",
+            "Bytes read from TCP peers",
+            tcp_read_bytes_total.clone(),
+        );
+        registry.register(
+            "tcp_write_bytes",
+            "Bytes written to TCP peers",
+            tcp_write_bytes_total.clone(),
+        );
+        registry.register(
+            "tcp_close",
+            "TCP connections closed",
+            tcp_close_total.clone(),
+        );
+        registry.register(
+            "tcp_detect",
+            "Protocol detection outcomes",
+            tcp_detect_total.clone(),
+        );
+        registry.register_collector(Box::new(ProcessCollector::new()));
+        Metrics {
+            registry,
+            request_total,
+            response_total,
+            response_latency_ms,
+            tcp_open_total,
+            tcp_open_connections,
+            tcp_read_bytes_total,
+            tcp_write_bytes_total,
+            tcp_close_total,
+            tcp_detect_total,
+            targets: LabelBudget::new(max_target_labels),
+            authorities: LabelBudget::new(max_target_labels),
+        }
+    }
+
+    /// Renders everything in the Prometheus/OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::warn!(error = %e, "encoding metrics failed");
+        }
+        out
+    }
+
+    /// The `target_addr` label for an address, within the label budget.
+    pub fn target_label(&self, direction: Direction, addr: SocketAddr) -> String {
+        self.targets.admit(direction, addr.to_string())
+    }
+
+    /// The `authority` label for an HTTP authority, within the label budget.
+    pub fn authority_label(&self, direction: Direction, authority: &str) -> String {
+        self.authorities
+            .admit(direction, authority.to_ascii_lowercase())
+    }
+}
+
+/// Admits at most `max` distinct values per direction; the rest become [`OVERFLOW`].
+#[derive(Debug)]
+struct LabelBudget {
+    max: usize,
+    seen: Mutex<HashSet<(Direction, String)>>,
+}
+
+impl LabelBudget {
+    fn new(max: usize) -> Self {
+        Self {
+            max,
+            seen: Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn admit(&self, direction: Direction, value: String) -> String {
+        let mut seen = match self.seen.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let key = (direction, value);
+        if seen.contains(&key) {
+            return key.1;
+        }
+        let count = seen.iter().filter(|(d, _)| *d == direction).count();
+        if count >= self.max {
+            return OVERFLOW.to_string();
+        }
+        let value = key.1.clone();
+        seen.insert(key);
+        value
+    }
+}
+
+/// `process_*` metrics read from `/proc/self` at scrape time.
+#[derive(Debug)]
+struct ProcessCollector {
+    start_time_seconds: f64,
+}
+
+impl ProcessCollector {
+    fn new() -> Self {
+        let start_time_seconds = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        Self { start_time_seconds }
+    }
+}
+
+/// Process figures read from `/proc/self`; `None` where the kernel does not tell.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct ProcessStats {
+    pub resident_memory_bytes: Option<u64>,
+    pub virtual_memory_bytes: Option<u64>,
+    pub open_fds: Option<u64>,
+    pub cpu_seconds: Option<f64>,
+}
+
+impl ProcessStats {
+    pub fn read() -> Self {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let kib = |key: &str| -> Option<u64> {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|rest| {
+                    rest.trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
+                .map(|k| k * 1024)
+        };
+        let open_fds = std::fs::read_dir("/proc/self/fd")
+            .ok()
+            .map(|d| d.count() as u64);
+        ProcessStats {
+            resident_memory_bytes: kib("VmRSS:"),
+            virtual_memory_bytes: kib("VmSize:"),
+            open_fds,
+            cpu_seconds: cpu_seconds(),
+        }
+    }
+}
+
+/// utime + stime from `/proc/self/stat`, assuming the usual 100 clock ticks per second.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let after = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stats = ProcessStats::read();
+        let gauge = |encoder: &mut DescriptorEncoder, name: &str, help: &str, v: f64| {
+            let g = ConstGauge::new(v);
+            let m = encoder.encode_descriptor(name, help, None, g.metric_type())?;
+            g.encode(m)
+        };
+        gauge(
+            &mut encoder,
+            "process_start_time_seconds",
+            "Start time of the process since the Unix epoch, in seconds",
+            self.start_time_seconds,
+        )?;
+        if let Some(v) = stats.resident_memory_bytes {
+            gauge(
+                &mut encoder,
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes",
+                v as f64,
+            )?;
+        }
+        if let Some(v) = stats.virtual_memory_bytes {
+            gauge(
+                &mut encoder,
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes",
+                v as f64,
+            )?;
+        }
+        if let Some(v) = stats.open_fds {
+            gauge(
+                &mut encoder,
+                "process_open_fds",
+                "Open file descriptors",
+                v as f64,
+            )?;
+        }
+        if let Some(v) = stats.cpu_seconds {
+            let c = ConstCounter::new(v);
+            let m = encoder.encode_descriptor(
+                "process_cpu_seconds",
+                "User and system CPU time spent, in seconds",
+                None,
+                c.metric_type(),
+            )?;
+            c.encode(m)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_budget_folds_overflow() {
+        let m = Metrics::new(2);
+        let a: SocketAddr = "10.0.0.1:80".parse().unwrap();
+        let b: SocketAddr = "10.0.0.2:80".parse().unwrap();
+        let c: SocketAddr = "10.0.0.3:80".parse().unwrap();
+        assert_eq!(m.target_label(Direction::Outbound, a), "10.0.0.1:80");
+        assert_eq!(m.target_label(Direction::Outbound, b), "10.0.0.2:80");
+        assert_eq!(m.target_label(Direction::Outbound, c), OVERFLOW);
+        assert_eq!(m.target_label(Direction::Outbound, a), "10.0.0.1:80");
+        // The budget is per direction.
+        assert_eq!(m.target_label(Direction::Inbound, c), "10.0.0.3:80");
+    }
+
+    #[test]
+    fn renders_linkerd_names() {
+        let m = Metrics::new(10);
+        let http = HttpLabels {
+            direction: "outbound",
+            authority: "web.apps:80".into(),
+            target_addr: "10.0.0.1:80".into(),
+            tls: TLS_NO_IDENTITY,
+        };
+        m.request_total.get_or_create(&http).inc();
+        m.response_latency_ms
+            .get_or_create(&LatencyLabels {
+                http: http.clone(),
+                status_code: 200,
+            })
+            .observe(7.0);
+        let text = m.encode();
+        assert!(text.contains(
+            "request_total{direction=\"outbound\",authority=\"web.apps:80\",target_addr=\"10.0.0.1:80\",tls=\"no_identity\"} 1"
+        ), "{text}");
+        assert!(text.contains("response_latency_ms_bucket{le=\"10.0\",status_code=\"200\",direction=\"outbound\",authority=\"web.apps:80\",target_addr=\"10.0.0.1:80\",tls=\"no_identity\"} 1"), "{text}");
+        assert!(text.contains("process_resident_memory_bytes "), "{text}");
+        assert!(text.contains("process_cpu_seconds_total "), "{text}");
+        assert!(text.contains("process_open_fds "), "{text}");
+    }
+}

@@ -1,0 +1,209 @@
+//! Routing decisions, computed as plain data before any I/O happens.
+//!
+//! Each accepted connection goes through two decisions:
+//! 1. [`detection`]: inspect the first bytes, or skip detection for opaque ports;
+//! 2. [`outbound`] / [`inbound`]: where to connect and how to speak to it.
+//!
+//! The listeners then carry out the returned [`Route`]. What discovery knows about a
+//! destination arrives as [`Known`]; today nothing is known and every destination passes
+//! through as addressed. The destination API fills it in later without changing this shape.
+
+use crate::config::InboundForward;
+use crate::detect::Protocol;
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// Whether to look at a connection's first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detection {
+    Detect,
+    /// An opaque port: forward at once, so server-speaks-first protocols never wait.
+    SkipOpaque,
+}
+
+/// What discovery knows about an original destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Known {
+    /// Not a known service or meshed pod: pass through.
+    Unknown,
+}
+
+/// Where a connection goes and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The address to connect to.
+    pub target: SocketAddr,
+    /// The protocol spoken on both sides.
+    pub protocol: Protocol,
+    /// Why this route was chosen (logged at debug).
+    pub reason: &'static str,
+}
+
+/// A connection that must not be proxied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// The original destination is the address the proxy accepted the connection on: it was
+    /// not redirected by iptables, and forwarding it would loop back to the proxy.
+    #[error(
+        "original destination {0} is the proxy's own listener (connection was not redirected)"
+    )]
+    Loop(SocketAddr),
+}
+
+pub fn detection(orig_dst: SocketAddr, opaque_ports: &BTreeSet<u16>) -> Detection {
+    if opaque_ports.contains(&orig_dst.port()) {
+        Detection::SkipOpaque
+    } else {
+        Detection::Detect
+    }
+}
+
+/// The outbound decision: from the original destination, the detected protocol and what
+/// discovery knows.
+pub fn outbound(
+    orig_dst: SocketAddr,
+    local: SocketAddr,
+    protocol: Protocol,
+    known: &Known,
+) -> Result<Route, Refused> {
+    if is_self(orig_dst, local) {
+        return Err(Refused::Loop(orig_dst));
+    }
+    match known {
+        Known::Unknown => Ok(Route {
+            target: orig_dst,
+            protocol,
+            reason: "unknown destination: pass through",
+        }),
+    }
+}
+
+/// The inbound decision: the pod's own address, or localhost for apps bound only there.
+pub fn inbound(
+    orig_dst: SocketAddr,
+    local: SocketAddr,
+    protocol: Protocol,
+    forward: InboundForward,
+) -> Result<Route, Refused> {
+    if is_self(orig_dst, local) {
+        return Err(Refused::Loop(orig_dst));
+    }
+    let route = match forward {
+        InboundForward::OriginalDst => Route {
+            target: orig_dst,
+            protocol,
+            reason: "forward to the original destination",
+        },
+        InboundForward::Localhost => {
+            let ip = match orig_dst {
+                SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+            };
+            Route {
+                target: SocketAddr::new(ip, orig_dst.port()),
+                protocol,
+                reason: "forward to localhost",
+            }
+        }
+    };
+    Ok(route)
+}
+
+/// True when the original destination is the address the connection was accepted on: the
+/// kernel reports that when nothing redirected the connection.
+fn is_self(dst: SocketAddr, local: SocketAddr) -> bool {
+    dst == local
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn detection_skips_opaque_ports() {
+        let opaque: BTreeSet<u16> = [25, 3306, 5432].into();
+        let cases = [
+            ("10.0.0.5:5432", Detection::SkipOpaque),
+            ("10.0.0.5:25", Detection::SkipOpaque),
+            ("10.0.0.5:80", Detection::Detect),
+            ("[fd00::1]:3306", Detection::SkipOpaque),
+        ];
+        for (dst, expected) in cases {
+            assert_eq!(detection(addr(dst), &opaque), expected, "{dst}");
+        }
+    }
+
+    #[test]
+    fn outbound_table() {
+        let local = addr("127.0.0.1:4140");
+        let cases = [
+            ("10.43.0.10:80", Protocol::Http1, Ok(addr("10.43.0.10:80"))),
+            (
+                "10.43.0.10:8443",
+                Protocol::Opaque,
+                Ok(addr("10.43.0.10:8443")),
+            ),
+            (
+                "[fd00::7]:9000",
+                Protocol::Http2,
+                Ok(addr("[fd00::7]:9000")),
+            ),
+            (
+                "127.0.0.1:4140",
+                Protocol::Http1,
+                Err(Refused::Loop(addr("127.0.0.1:4140"))),
+            ),
+        ];
+        for (dst, proto, expected) in cases {
+            let got = outbound(addr(dst), local, proto, &Known::Unknown);
+            assert_eq!(
+                got.as_ref().map(|r| r.target).map_err(|e| *e),
+                expected,
+                "{dst}"
+            );
+            if let Ok(r) = got {
+                assert_eq!(r.protocol, proto);
+            }
+        }
+    }
+
+    #[test]
+    fn inbound_table() {
+        let local = addr("10.42.1.7:4143");
+        let cases = [
+            (
+                "10.42.1.7:8080",
+                InboundForward::OriginalDst,
+                Ok(addr("10.42.1.7:8080")),
+            ),
+            (
+                "10.42.1.7:8080",
+                InboundForward::Localhost,
+                Ok(addr("127.0.0.1:8080")),
+            ),
+            (
+                "[fd00::7]:8080",
+                InboundForward::Localhost,
+                Ok(addr("[::1]:8080")),
+            ),
+            (
+                "10.42.1.7:4143",
+                InboundForward::OriginalDst,
+                Err(Refused::Loop(addr("10.42.1.7:4143"))),
+            ),
+            (
+                "10.42.1.8:4143",
+                InboundForward::OriginalDst,
+                Ok(addr("10.42.1.8:4143")),
+            ),
+        ];
+        for (dst, fwd, expected) in cases {
+            let got = inbound(addr(dst), local, Protocol::Http1, fwd).map(|r| r.target);
+            assert_eq!(got, expected, "{dst} {fwd:?}");
+        }
+    }
+}
