@@ -1,7 +1,7 @@
 //! The accept loop shared by the inbound and outbound listeners.
 //!
-//! It takes a connection permit before accepting (so at most `max_connections` are in
-//! flight; the rest wait in the kernel's backlog), spawns one task per connection holding a
+//! It takes a connection permit for each accepted socket (so at most `max_connections` are
+//! served at once across all listeners; the rest wait in the kernel's backlog), spawns one task per connection holding a
 //! drain watch, and stops accepting as soon as a drain starts.
 
 use crate::drain;
@@ -35,13 +35,6 @@ pub async fn accept_loop<F, Fut>(
     Fut: Future<Output = ()> + Send + 'static,
 {
     loop {
-        let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return, // the semaphore was closed: shutting down
-            },
-            _ = drain.signaled() => break,
-        };
         let (socket, peer) = tokio::select! {
             res = listener.accept() => match res {
                 Ok(conn) => conn,
@@ -51,6 +44,15 @@ pub async fn accept_loop<F, Fut>(
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
                 }
+            },
+            _ = drain.signaled() => break,
+        };
+        // At the limit, this listener stops accepting (holding at most this one socket)
+        // until a connection ends; the kernel backlog queues the rest.
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return, // the semaphore was closed: shutting down
             },
             _ = drain.signaled() => break,
         };

@@ -88,19 +88,25 @@ pub async fn http_server(proto: Proto) -> Server {
     let conns = connections.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((socket, peer)) = listener.accept().await else { return };
+            let Ok((socket, peer)) = listener.accept().await else {
+                return;
+            };
             conns.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| routes(req, peer));
                 let io = TokioIo::new(socket);
                 let _ = match proto {
-                    Proto::H1 => hyper::server::conn::http1::Builder::new()
-                        .serve_connection(io, svc)
-                        .with_upgrades()
-                        .await,
-                    Proto::H2 => hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .serve_connection(io, svc)
-                        .await,
+                    Proto::H1 => {
+                        hyper::server::conn::http1::Builder::new()
+                            .serve_connection(io, svc)
+                            .with_upgrades()
+                            .await
+                    }
+                    Proto::H2 => {
+                        hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                            .serve_connection(io, svc)
+                            .await
+                    }
                 };
             });
         }
@@ -108,7 +114,10 @@ pub async fn http_server(proto: Proto) -> Server {
     Server { addr, connections }
 }
 
-async fn routes(mut req: Request<Incoming>, peer: SocketAddr) -> Result<Response<TestBody>, hyper::Error> {
+async fn routes(
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Response<TestBody>, hyper::Error> {
     let path = req.uri().path().to_string();
     let rsp = match path.as_str() {
         "/hello" => Response::new(full("hello")),
@@ -125,7 +134,9 @@ async fn routes(mut req: Request<Incoming>, peer: SocketAddr) -> Result<Response
             Response::new(full(n.to_string()))
         }
         "/headers" => {
-            let mut names: Vec<String> = req.headers().iter()
+            let mut names: Vec<String> = req
+                .headers()
+                .iter()
                 .map(|(k, v)| format!("{}={}", k, v.to_str().unwrap_or("?")))
                 .collect();
             names.sort();
@@ -135,7 +146,10 @@ async fn routes(mut req: Request<Incoming>, peer: SocketAddr) -> Result<Response
             tokio::time::sleep(Duration::from_millis(800)).await;
             Response::new(full("slow done"))
         }
-        "/fail" => Response::builder().status(503).body(full("unavailable")).unwrap(),
+        "/fail" => Response::builder()
+            .status(503)
+            .body(full("unavailable"))
+            .unwrap(),
         "/trailers" => {
             let mut trailers = http::HeaderMap::new();
             trailers.insert("grpc-status", "0".parse().unwrap());
@@ -185,7 +199,11 @@ pub struct TwoFrames {
 impl TwoFrames {
     pub fn new(data: Bytes, trailers: http::HeaderMap) -> Self {
         Self {
-            frames: [http_body::Frame::data(data), http_body::Frame::trailers(trailers)].into(),
+            frames: [
+                http_body::Frame::data(data),
+                http_body::Frame::trailers(trailers),
+            ]
+            .into(),
         }
     }
 }
@@ -204,7 +222,9 @@ impl http_body::Body for TwoFrames {
 /// An HTTP/1 client connection to `addr`.
 pub async fn h1_client(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<TestBody> {
     let tcp = TcpStream::connect(addr).await.unwrap();
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
     tokio::spawn(async move {
         let _ = conn.with_upgrades().await;
     });
@@ -214,15 +234,19 @@ pub async fn h1_client(addr: SocketAddr) -> hyper::client::conn::http1::SendRequ
 /// An HTTP/2 (prior knowledge) client connection to `addr`.
 pub async fn h2_client(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<TestBody> {
     let tcp = TcpStream::connect(addr).await.unwrap();
-    let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-        .await
-        .unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
     tokio::spawn(conn);
     sender
 }
 
 pub fn get(path: &str) -> Request<TestBody> {
-    Request::get(path).header("host", "web.apps:80").body(empty()).unwrap()
+    Request::get(path)
+        .header("host", "web.apps:80")
+        .body(empty())
+        .unwrap()
 }
 
 pub async fn body_string(rsp: Response<Incoming>) -> String {
@@ -245,7 +269,12 @@ pub fn metric(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
         .filter(|l| !l.starts_with('#'))
         .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
         .filter(|l| labels.iter().all(|want| l.contains(want)))
-        .map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN))
+        .map(|l| {
+            l.rsplit(' ')
+                .next()
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(f64::NAN)
+        })
         .reduce(|a, b| a + b)
 }
 
@@ -253,7 +282,12 @@ pub async fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
     admin_request(addr, "GET", path, "").await
 }
 
-pub async fn admin_request(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+pub async fn admin_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (u16, String) {
     let mut client = h1_client(addr).await;
     let req = Request::builder()
         .method(method)

@@ -1,0 +1,199 @@
+//! Opaque TCP through the real proxy: server-speaks-first protocols on opaque ports answer
+//! at once, silence on other ports falls back to TCP after the detection timeout, and
+//! half-closed connections keep flowing the other way.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A server that speaks first (like SMTP, MySQL, PostgreSQL's SSL-less banner): it writes a
+/// greeting the moment a client connects, then echoes one line.
+async fn banner_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let _ = s.write_all(b"220 weft-test ESMTP ready\r\n").await;
+                let mut buf = [0u8; 64];
+                if let Ok(n) = s.read(&mut buf).await {
+                    let _ = s.write_all(&buf[..n]).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Echoes everything until the client half-closes, then sends a trailer and closes.
+async fn echo_until_eof_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut all = Vec::new();
+                let _ = s.read_to_end(&mut all).await;
+                let _ = s.write_all(&all).await;
+                let _ = s
+                    .write_all(format!("|{} bytes after your FIN", all.len()).as_bytes())
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+async fn read_banner(addr: SocketAddr) -> (String, Duration, TcpStream) {
+    let started = Instant::now();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut buf = vec![0u8; 27];
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    (String::from_utf8(buf).unwrap(), started.elapsed(), s)
+}
+
+#[tokio::test]
+async fn server_speaks_first_on_an_opaque_port_without_delay() {
+    let server = banner_server().await;
+    // A long detection timeout proves the opaque port skips detection entirely.
+    let ports = server.port().to_string();
+    let proxy = start_proxy(
+        server,
+        &[
+            ("WEFT_PROXY_OPAQUE_PORTS", &ports),
+            ("WEFT_PROXY_DETECT_TIMEOUT", "10s"),
+        ],
+    )
+    .await;
+    let (banner, waited, mut s) = read_banner(proxy.addrs.outbound).await;
+    assert_eq!(banner, "220 weft-test ESMTP ready\r\n");
+    assert!(
+        waited < Duration::from_millis(500),
+        "banner took {waited:?}"
+    );
+    s.write_all(b"EHLO pi\r\n").await.unwrap();
+    let mut echo = [0u8; 9];
+    s.read_exact(&mut echo).await.unwrap();
+    assert_eq!(&echo, b"EHLO pi\r\n");
+    let text = proxy.metrics.encode();
+    assert_eq!(
+        metric(&text, "tcp_detect_total", &["result=\"opaque_port\""]),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "tcp_detect_total", &["result=\"timeout\""]),
+        None
+    );
+}
+
+#[tokio::test]
+async fn silence_on_a_detected_port_falls_back_to_tcp_after_the_timeout() {
+    let server = banner_server().await;
+    let proxy = start_proxy(
+        server,
+        &[
+            ("WEFT_PROXY_OPAQUE_PORTS", ""),
+            ("WEFT_PROXY_DETECT_TIMEOUT", "300ms"),
+        ],
+    )
+    .await;
+    let (banner, waited, _s) = read_banner(proxy.addrs.outbound).await;
+    assert_eq!(banner, "220 weft-test ESMTP ready\r\n");
+    assert!(
+        waited >= Duration::from_millis(290) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+    let text = proxy.metrics.encode();
+    assert_eq!(
+        metric(
+            &text,
+            "tcp_detect_total",
+            &["direction=\"outbound\"", "result=\"timeout\""]
+        ),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn non_http_bytes_are_forwarded_as_opaque_with_half_close() {
+    let server = echo_until_eof_server().await;
+    let proxy = start_proxy(server, &[("WEFT_PROXY_OPAQUE_PORTS", "")]).await;
+    let mut s = TcpStream::connect(proxy.addrs.outbound).await.unwrap();
+    let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    s.write_all(&payload).await.unwrap();
+    s.shutdown().await.unwrap(); // half-close: we are done sending, still reading
+    let mut back = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
+    let trailer = b"|200000 bytes after your FIN";
+    assert_eq!(back.len(), payload.len() + trailer.len());
+    assert_eq!(&back[..payload.len()], &payload[..]);
+    assert_eq!(&back[payload.len()..], trailer);
+
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let text = proxy.metrics.encode();
+    let target = format!("target_addr=\"{server}\"");
+    assert_eq!(
+        metric(&text, "tcp_detect_total", &["result=\"opaque\""]),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&text, "tcp_read_bytes_total", &[&target]),
+        Some(payload.len() as f64)
+    );
+    assert_eq!(
+        metric(&text, "tcp_write_bytes_total", &[&target]),
+        Some((payload.len() + trailer.len()) as f64)
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "tcp_close_total",
+            &[&target, "classification=\"success\""]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(metric(&text, "tcp_open_connections", &[&target]), Some(0.0));
+}
+
+#[tokio::test]
+async fn connection_limit_queues_extra_connections() {
+    let server = banner_server().await;
+    let ports = server.port().to_string();
+    let proxy = start_proxy(
+        server,
+        &[
+            ("WEFT_PROXY_OPAQUE_PORTS", &ports),
+            ("WEFT_PROXY_MAX_CONNECTIONS", "1"),
+        ],
+    )
+    .await;
+    let (_, _, first) = read_banner(proxy.addrs.outbound).await;
+    // The second connection is accepted by the kernel but not served while the first lives.
+    let mut second = TcpStream::connect(proxy.addrs.outbound).await.unwrap();
+    let mut buf = [0u8; 27];
+    let early = tokio::time::timeout(Duration::from_millis(300), second.read_exact(&mut buf)).await;
+    assert!(early.is_err(), "second connection must wait for a permit");
+    drop(first);
+    tokio::time::timeout(Duration::from_secs(5), second.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf, b"220 weft-test ESMTP ready\r\n");
+}
