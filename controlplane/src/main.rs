@@ -1,1 +1,18 @@
-fn main() {}
+//! `weft`: one binary for the control plane (`weft controller`, as it lands) and the CLI.
+//! Thin: parse arguments with argh, hand off to the subcommand's module.
+
+mod cli;
+mod demo;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli: cli::Cli = argh::from_env();
+    match cli.command {
+        cli::Command::Demo(args) => demo::main(args),
+        cli::Command::Version(_) => {
+            println!("weft {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+    }
+}
