@@ -50,7 +50,7 @@ pub fn main(args: DemoArgs) -> ExitCode {
         }
     };
     match runtime.block_on(run(args)) {
-        Ok(failures) if failures == 0 => ExitCode::SUCCESS,
+        Ok(0) => ExitCode::SUCCESS,
         Ok(failures) => {
             eprintln!("weft demo: {failures} request(s) failed");
             ExitCode::from(1)

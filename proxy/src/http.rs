@@ -517,7 +517,8 @@ mod tests {
 
     #[test]
     fn hop_by_hop_table() {
-        let cases: Vec<(Vec<(&str, &str)>, Vec<&str>)> = vec![
+        type Case = (Vec<(&'static str, &'static str)>, Vec<&'static str>);
+        let cases: Vec<Case> = vec![
             (
                 vec![
                     ("connection", "keep-alive, x-secret"),

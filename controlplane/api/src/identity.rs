@@ -47,7 +47,7 @@ impl IdentityName {
         check_label("control-plane namespace", control_plane_namespace)?;
         if trust_domain.is_empty()
             || trust_domain.len() > 253
-            || !trust_domain.split('.').all(|l| is_dns_label(l))
+            || !trust_domain.split('.').all(is_dns_label)
         {
             return Err(IdentityError::InvalidTrustDomain(trust_domain.to_string()));
         }
