@@ -197,3 +197,59 @@ async fn connection_limit_queues_extra_connections() {
         .unwrap();
     assert_eq!(&buf, b"220 weft-test ESMTP ready\r\n");
 }
+
+#[tokio::test]
+async fn inbound_localhost_mode_forwards_to_127_0_0_1() {
+    let server = banner_server().await;
+    // The original destination is the pod IP (not bound here); localhost mode ignores it.
+    let pod_ip = std::net::SocketAddr::new("198.18.0.77".parse().unwrap(), server.port());
+    let ports = server.port().to_string();
+    let proxy = start_proxy(
+        pod_ip,
+        &[
+            ("WEFT_PROXY_OPAQUE_PORTS", &ports),
+            ("WEFT_PROXY_INBOUND_FORWARD", "localhost"),
+        ],
+    )
+    .await;
+    let (banner, _, _s) = read_banner(proxy.addrs.inbound).await;
+    assert_eq!(banner, "220 weft-test ESMTP ready\r\n");
+    let text = proxy.metrics.encode();
+    // Metrics still name the original destination.
+    assert_eq!(
+        metric(
+            &text,
+            "tcp_open_total",
+            &["direction=\"inbound\"", "target_addr=\"198.18.0.77:"]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_resetting_mid_body_frees_the_connection() {
+    let server = support::http_server(Proto::H1).await;
+    let proxy = start_proxy(server.addr, &[]).await;
+    let s = TcpStream::connect(proxy.addrs.outbound).await.unwrap();
+    let mut s = s;
+    s.write_all(b"POST /count HTTP/1.1\r\nHost: a\r\nContent-Length: 1000000\r\n\r\n")
+        .await
+        .unwrap();
+    s.write_all(&[1u8; 10_000]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Reset, not a clean close.
+    s.set_linger(Some(Duration::ZERO)).unwrap();
+    drop(s);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = proxy.metrics.encode();
+        let open = metric(&text, "tcp_open_connections", &["direction=\"outbound\""]);
+        let closed = metric(&text, "tcp_close_total", &["direction=\"outbound\""]);
+        if open == Some(0.0) && closed == Some(1.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "connection not released: {text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
