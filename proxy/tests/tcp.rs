@@ -239,7 +239,7 @@ async fn a_client_resetting_mid_body_frees_the_connection() {
     s.write_all(&[1u8; 10_000]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     // Reset, not a clean close.
-    s.set_linger(Some(Duration::ZERO)).unwrap();
+    s.set_zero_linger().unwrap();
     drop(s);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
