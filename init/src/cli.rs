@@ -5,6 +5,12 @@
 //! [`argh::FromArgs::from_args`] and maps the outcome itself: `--help` prints
 //! to stdout and exits 0, a parse error prints to stderr and exits
 //! [`crate::exit::USAGE`].
+//!
+//! argh only understands `--name value`; Kubernetes manifests usually say
+//! `--name=value` (Linkerd's own hook is `linkerd-await --timeout=2m`).
+//! [`split_equals`] rewrites the latter into the former, for the program's
+//! own option names only and never after a `--`, so a wrapped command's
+//! arguments are left alone.
 
 use std::ffi::OsString;
 
@@ -36,6 +42,28 @@ pub enum Parsed<T> {
         /// Process exit code.
         code: i32,
     },
+}
+
+/// Rewrites `--name=value` as `--name value` for the option names in
+/// `options` (written with their dashes), up to the first `--`. Pure.
+pub fn split_equals(argv: &[String], options: &[&str]) -> Vec<String> {
+    let mut out = Vec::with_capacity(argv.len() + 4);
+    let mut done = false;
+    for (index, arg) in argv.iter().enumerate() {
+        if index > 0 && !done {
+            if arg == "--" {
+                done = true;
+            } else if let Some((name, value)) = arg.split_once('=') {
+                if options.contains(&name) {
+                    out.push(name.to_owned());
+                    out.push(value.to_owned());
+                    continue;
+                }
+            }
+        }
+        out.push(arg.clone());
+    }
+    out
 }
 
 /// Parses `argv` (program name first) into `T`. Pure: no printing, no exit.
@@ -73,9 +101,10 @@ pub fn utf8_args(args: impl IntoIterator<Item = OsString>) -> Result<Vec<String>
         .collect()
 }
 
-/// Parses the process's own arguments, printing and exiting on `--help` or
-/// on a bad command line. For use in `main` only.
-pub fn from_env_or_exit<T: TopLevelCommand>() -> T {
+/// Parses the process's own arguments (accepting `--name=value` for the
+/// names in `options`), printing and exiting on `--help` or on a bad
+/// command line. For use in `main` only.
+pub fn from_env_or_exit<T: TopLevelCommand>(options: &[&str]) -> T {
     let argv = match utf8_args(std::env::args_os()) {
         Ok(argv) => argv,
         Err(error) => {
@@ -83,7 +112,7 @@ pub fn from_env_or_exit<T: TopLevelCommand>() -> T {
             std::process::exit(exit::USAGE);
         }
     };
-    match parse::<T>(&argv) {
+    match parse::<T>(&split_equals(&argv, options)) {
         Parsed::Run(args) => args,
         Parsed::Exit { output, code } => {
             if code == exit::OK {
@@ -137,6 +166,31 @@ mod tests {
         match parse::<Demo>(&[]) {
             Parsed::Exit { code, .. } => assert_eq!(code, exit::USAGE),
             Parsed::Run(_) => panic!("empty argv must exit"),
+        }
+    }
+
+    #[test]
+    fn split_equals_table() {
+        let options = ["--port", "--timeout"];
+        let cases: &[(&[&str], &[&str])] = &[
+            (&["p"], &["p"]),
+            (&["p", "--port=1"], &["p", "--port", "1"]),
+            (
+                &["p", "--timeout=2m", "--port", "3"],
+                &["p", "--timeout", "2m", "--port", "3"],
+            ),
+            (&["p", "--port="], &["p", "--port", ""]),
+            (&["p", "--other=1"], &["p", "--other=1"]),
+            (&["p", "--", "--port=1"], &["p", "--", "--port=1"]),
+            (&["p", "--port=a=b"], &["p", "--port", "a=b"]),
+            (&["--port=1"], &["--port=1"]),
+        ];
+        for (input, want) in cases {
+            assert_eq!(
+                split_equals(&argv(input), &options),
+                argv(want),
+                "{input:?}"
+            );
         }
     }
 

@@ -8,12 +8,14 @@
 use crate::admin::{Admin, AdminState, Readiness, ReadyState, ShutdownHandle};
 use crate::config::Config;
 use crate::drain::{self, Drained};
+use crate::identity::{Certifier, Store};
 use crate::inbound::Inbound;
 use crate::logging::LogHandle;
 use crate::metrics::Metrics;
 use crate::orig_dst::{OrigDst, SoOriginalDst};
 use crate::outbound::Outbound;
 use crate::proxy::Shared;
+use crate::tls::{TlsContext, TrustAnchors};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +30,10 @@ pub enum AppError {
         addr: SocketAddr,
         source: io::Error,
     },
+    #[error("identity: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("identity: {0}")]
+    Identity(#[from] crate::identity::IdentityError),
 }
 
 /// What the proxy needs from its surroundings.
@@ -58,6 +64,7 @@ pub struct App {
     ready: ReadyState,
     shutdown: ShutdownHandle,
     addrs: Addrs,
+    identity: Option<(Certifier, Arc<Store>)>,
 }
 
 /// The addresses the listeners actually bound.
@@ -72,9 +79,25 @@ impl App {
     pub fn bind(config: Config, deps: Deps) -> Result<App, AppError> {
         let config = Arc::new(config);
         let metrics = Arc::new(Metrics::new(config.max_target_labels));
+        let (tls, identity) = match &config.identity {
+            Some(id) => {
+                let trust = TrustAnchors::from_file(&id.trust_anchors)?;
+                let store = Store::new();
+                let tls = TlsContext::new(
+                    id.name.clone(),
+                    &trust,
+                    store.clone(),
+                    config.tls_handshake_timeout,
+                )?;
+                let certifier = Certifier::new(id.clone(), &trust, store.clone(), metrics.clone())?;
+                (Some(Arc::new(tls)), Some((certifier, store)))
+            }
+            None => (None, None),
+        };
         let shared = Arc::new(Shared {
             config: config.clone(),
             metrics: metrics.clone(),
+            tls,
         });
         let limit = Arc::new(Semaphore::new(config.max_connections));
         let bind_err = |listener, addr| {
@@ -126,6 +149,7 @@ impl App {
             ready,
             shutdown,
             addrs,
+            identity,
         })
     }
 
@@ -152,18 +176,39 @@ impl App {
             ready,
             shutdown,
             addrs,
+            identity,
             ..
         } = self;
         let (signal, watch) = drain::channel();
         let admin_task = tokio::spawn(admin.run());
         let inbound_task = tokio::spawn(inbound.run(watch.clone()));
         let outbound_task = tokio::spawn(outbound.run(watch));
-        // Identity will gate readiness once certificates exist; today bound listeners suffice.
-        ready.set(Readiness::Ready);
-        tracing::info!(
-            inbound = %addrs.inbound, outbound = %addrs.outbound, admin = %addrs.admin,
-            "weft-proxy ready"
-        );
+        // Ready once listening and, with an identity, once the first certificate is held.
+        let mut background = Vec::new();
+        let started = std::time::Instant::now();
+        let announce = move || {
+            tracing::info!(
+                inbound = %addrs.inbound, outbound = %addrs.outbound, admin = %addrs.admin,
+                elapsed_ms = started.elapsed().as_millis() as u64, "weft-proxy ready"
+            )
+        };
+        match identity {
+            Some((certifier, store)) => {
+                background.push(tokio::spawn(certifier.run()));
+                let ready = ready.clone();
+                background.push(tokio::spawn(async move {
+                    store.ready().await;
+                    if ready.get() == Readiness::Starting {
+                        ready.set(Readiness::Ready);
+                        announce();
+                    }
+                }));
+            }
+            None => {
+                ready.set(Readiness::Ready);
+                announce();
+            }
+        }
 
         shutdown.requested().await;
         ready.set(Readiness::Draining);
@@ -178,6 +223,9 @@ impl App {
             ),
         }
         admin_task.abort();
+        for task in background {
+            task.abort();
+        }
         drained
     }
 }

@@ -4,8 +4,10 @@
 //! Nothing else in the proxy reads the environment. Tests build a [`Config`] from a map
 //! through the [`Lookup`] trait instead of touching the process environment.
 
-use std::collections::{BTreeSet, HashMap};
+use crate::route::MeshEndpoint;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub const ENV_INBOUND_LISTEN_ADDR: &str = "WEFT_PROXY_INBOUND_LISTEN_ADDR";
@@ -23,6 +25,13 @@ pub const ENV_SHUTDOWN_ENDPOINT_ENABLED: &str = "WEFT_PROXY_SHUTDOWN_ENDPOINT_EN
 pub const ENV_INBOUND_FORWARD: &str = "WEFT_PROXY_INBOUND_FORWARD";
 pub const ENV_LOG_LEVEL: &str = "WEFT_PROXY_LOG_LEVEL";
 pub const ENV_WORKER_THREADS: &str = "WEFT_PROXY_WORKER_THREADS";
+pub const ENV_IDENTITY_NAME: &str = "WEFT_PROXY_IDENTITY_NAME";
+pub const ENV_IDENTITY_TRUST_ANCHORS: &str = "WEFT_PROXY_IDENTITY_TRUST_ANCHORS";
+pub const ENV_IDENTITY_TOKEN_FILE: &str = "WEFT_PROXY_IDENTITY_TOKEN_FILE";
+pub const ENV_IDENTITY_CONTROLLER_ADDR: &str = "WEFT_PROXY_IDENTITY_CONTROLLER_ADDR";
+pub const ENV_IDENTITY_CONTROLLER_NAME: &str = "WEFT_PROXY_IDENTITY_CONTROLLER_NAME";
+pub const ENV_MESHED_ENDPOINTS: &str = "WEFT_PROXY_MESHED_ENDPOINTS";
+pub const ENV_TLS_HANDSHAKE_TIMEOUT: &str = "WEFT_PROXY_TLS_HANDSHAKE_TIMEOUT";
 
 pub const DEFAULT_INBOUND_LISTEN_ADDR: &str = "0.0.0.0:4143";
 pub const DEFAULT_OUTBOUND_LISTEN_ADDR: &str = "127.0.0.1:4140";
@@ -50,6 +59,22 @@ pub enum InboundForward {
     Localhost,
 }
 
+/// Where the proxy gets its certificate. Absent: the proxy runs without identity
+/// (plaintext only, ready as soon as it listens), which is only for tests and demos.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityConfig {
+    /// This proxy's identity, e.g. `web.apps.serviceaccount.identity.weft.cluster.local`.
+    pub name: String,
+    /// PEM file of the trust anchors.
+    pub trust_anchors: PathBuf,
+    /// The service-account token presented to the controller (re-read at each renewal).
+    pub token_file: PathBuf,
+    /// `host:port` of the controller's proxy API.
+    pub controller_addr: String,
+    /// The identity the controller's certificate must carry.
+    pub controller_name: String,
+}
+
 /// The whole configuration of one proxy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -74,6 +99,10 @@ pub struct Config {
     pub log_level: String,
     /// 1 runs a single-threaded runtime (the default, smallest footprint).
     pub worker_threads: usize,
+    pub identity: Option<IdentityConfig>,
+    /// Meshed endpoints known statically (an interim source until the destination API).
+    pub meshed_endpoints: BTreeMap<SocketAddr, MeshEndpoint>,
+    pub tls_handshake_timeout: Duration,
 }
 
 /// A bad configuration value; the message names the variable and the value.
@@ -165,6 +194,9 @@ impl Config {
                 crate::logging::parse_filter(s).map(|_| s.to_string())
             })?,
             worker_threads: parse(env, ENV_WORKER_THREADS, "1", |s| parse_range(s, 1, 64))?,
+            identity: identity_config(env)?,
+            meshed_endpoints: parse(env, ENV_MESHED_ENDPOINTS, "", parse_meshed_endpoints)?,
+            tls_handshake_timeout: parse(env, ENV_TLS_HANDSHAKE_TIMEOUT, "5s", parse_duration)?,
         };
         Ok(cfg)
     }
@@ -183,6 +215,77 @@ fn parse<T>(
         value: raw.to_string(),
         reason,
     })
+}
+
+fn identity_config(env: &dyn Lookup) -> Result<Option<IdentityConfig>, ConfigError> {
+    let name = parse(env, ENV_IDENTITY_NAME, "", check_identity)?;
+    if name.is_empty() {
+        return Ok(None);
+    }
+    let required = |var: &'static str| -> Result<String, ConfigError> {
+        parse(env, var, "", |s| {
+            if s.is_empty() {
+                Err(format!("required when {ENV_IDENTITY_NAME} is set"))
+            } else {
+                Ok(s.to_string())
+            }
+        })
+    };
+    let controller_name = required(ENV_IDENTITY_CONTROLLER_NAME)?;
+    parse(env, ENV_IDENTITY_CONTROLLER_NAME, "", check_identity)?;
+    Ok(Some(IdentityConfig {
+        name,
+        trust_anchors: PathBuf::from(required(ENV_IDENTITY_TRUST_ANCHORS)?),
+        token_file: PathBuf::from(required(ENV_IDENTITY_TOKEN_FILE)?),
+        controller_addr: required(ENV_IDENTITY_CONTROLLER_ADDR)?,
+        controller_name,
+    }))
+}
+
+fn check_identity(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Ok(String::new());
+    }
+    weft_api::IdentityName::parse(s)
+        .map(|id| id.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// Parses `198.18.0.2:8080=web.apps.serviceaccount.identity.weft.cluster.local[@4143],…`.
+pub fn parse_meshed_endpoints(s: &str) -> Result<BTreeMap<SocketAddr, MeshEndpoint>, String> {
+    let mut out = BTreeMap::new();
+    for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (addr, rest) = item
+            .split_once('=')
+            .ok_or_else(|| format!("{item:?} is not ADDR=IDENTITY[@INBOUND_PORT]"))?;
+        let addr: SocketAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("{addr:?} is not an IP:port"))?;
+        let (identity, inbound_port) = match rest.split_once('@') {
+            Some((id, port)) => (
+                id,
+                port.trim()
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| format!("{port:?} is not a port"))?,
+            ),
+            None => (rest, crate::route::DEFAULT_INBOUND_PORT),
+        };
+        let identity = check_identity(identity.trim())?;
+        if identity.is_empty() {
+            return Err(format!("{item:?} has an empty identity"));
+        }
+        out.insert(
+            addr,
+            MeshEndpoint {
+                identity,
+                inbound_port,
+            },
+        );
+    }
+    Ok(out)
 }
 
 /// Parses `25,587,8000-8010`. An empty string means no ports.
@@ -270,6 +373,89 @@ mod tests {
         assert_eq!(c.inbound_forward, InboundForward::OriginalDst);
         assert_eq!(c.log_level, "info");
         assert_eq!(c.worker_threads, 1);
+        assert_eq!(c.identity, None);
+        assert!(c.meshed_endpoints.is_empty());
+        assert_eq!(c.tls_handshake_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn identity_needs_every_part() {
+        let id = "web.apps.serviceaccount.identity.weft.cluster.local";
+        let cp = "weft-controller.weft.serviceaccount.identity.weft.cluster.local";
+        let full = HashMap::from([
+            (ENV_IDENTITY_NAME, id),
+            (ENV_IDENTITY_TRUST_ANCHORS, "/var/run/weft/ca.crt"),
+            (ENV_IDENTITY_TOKEN_FILE, "/var/run/secrets/tokens/weft"),
+            (
+                ENV_IDENTITY_CONTROLLER_ADDR,
+                "weft-controller.weft.svc:8086",
+            ),
+            (ENV_IDENTITY_CONTROLLER_NAME, cp),
+        ]);
+        let c = Config::from_lookup(&full).unwrap();
+        assert_eq!(
+            c.identity,
+            Some(IdentityConfig {
+                name: id.into(),
+                trust_anchors: "/var/run/weft/ca.crt".into(),
+                token_file: "/var/run/secrets/tokens/weft".into(),
+                controller_addr: "weft-controller.weft.svc:8086".into(),
+                controller_name: cp.into(),
+            })
+        );
+        for missing in [
+            ENV_IDENTITY_TRUST_ANCHORS,
+            ENV_IDENTITY_TOKEN_FILE,
+            ENV_IDENTITY_CONTROLLER_ADDR,
+            ENV_IDENTITY_CONTROLLER_NAME,
+        ] {
+            let mut env = full.clone();
+            env.remove(missing);
+            let err = Config::from_lookup(&env).unwrap_err().to_string();
+            assert_eq!(
+                err,
+                format!("invalid {missing}=\"\": required when WEFT_PROXY_IDENTITY_NAME is set")
+            );
+        }
+        let mut env = full.clone();
+        env.insert(ENV_IDENTITY_NAME, "web.apps");
+        let err = Config::from_lookup(&env).unwrap_err().to_string();
+        assert!(err.starts_with("invalid WEFT_PROXY_IDENTITY_NAME=\"web.apps\": identity \"web.apps\" is not of the form"), "{err}");
+    }
+
+    #[test]
+    fn meshed_endpoints() {
+        let id = "web.apps.serviceaccount.identity.weft.cluster.local";
+        let parsed =
+            parse_meshed_endpoints(&format!("198.18.0.2:8080={id}, [2001:2::5]:80={id}@14143"))
+                .unwrap();
+        assert_eq!(
+            parsed.into_iter().collect::<Vec<_>>(),
+            vec![
+                (
+                    "198.18.0.2:8080".parse().unwrap(),
+                    MeshEndpoint {
+                        identity: id.into(),
+                        inbound_port: 4143
+                    }
+                ),
+                (
+                    "[2001:2::5]:80".parse().unwrap(),
+                    MeshEndpoint {
+                        identity: id.into(),
+                        inbound_port: 14143
+                    }
+                ),
+            ]
+        );
+        for bad in [
+            "198.18.0.2:8080",
+            "web:80=x",
+            &format!("198.18.0.2:80={id}@0"),
+            "198.18.0.2:80=Bad.Name",
+        ] {
+            assert!(parse_meshed_endpoints(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -9,10 +9,8 @@
 
 use crate::detect::Protocol;
 use crate::drain;
-use crate::metrics::{
-    Direction, HttpLabels, LatencyLabels, Metrics, ResponseLabels, TLS_NO_IDENTITY,
-};
-use crate::proxy::{connect, ProxyError, Shared};
+use crate::metrics::{Direction, HttpLabels, LatencyLabels, Metrics, ResponseLabels, TlsLabels};
+use crate::proxy::{connect_route, ProxyError, Shared};
 use crate::route::Route;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -27,34 +25,43 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Mutex;
 
 /// Serves HTTP on an accepted connection until the client is done or a drain finishes it.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve<T>(
     shared: &Arc<Shared>,
     io: T,
     route: &Route,
+    protocol: Protocol,
     client: SocketAddr,
     direction: Direction,
+    tls: TlsLabels,
     drain: drain::Watch,
 ) -> Result<(), ProxyError>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let config = &shared.config;
+    let target_addr = match &route.tls {
+        // Label meshed traffic by the application's address, not the peer proxy's port.
+        Some(mesh) => SocketAddr::new(route.target.ip(), mesh.app_port),
+        None => route.target,
+    };
     let ctx = Arc::new(Forwarder {
-        upstream: Upstream::new(route.protocol, route.target, config.connect_timeout),
+        upstream: Upstream::new(shared.clone(), route.clone(), protocol),
         client,
         direction,
-        target_label: shared.metrics.target_label(direction, route.target),
+        target_label: shared.metrics.target_label(direction, target_addr),
+        tls,
         metrics: shared.metrics.clone(),
         drain: drain.clone(),
     });
     let service = hyper::service::service_fn(move |req| ctx.clone().forward(req));
     let io = TokioIo::new(io);
-    match route.protocol {
+    match protocol {
         Protocol::Http2 => {
             let conn = server2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
@@ -95,6 +102,7 @@ struct Forwarder {
     client: SocketAddr,
     direction: Direction,
     target_label: String,
+    tls: TlsLabels,
     metrics: Arc<Metrics>,
     drain: drain::Watch,
 }
@@ -111,7 +119,7 @@ impl Forwarder {
                 .metrics
                 .authority_label(self.direction, &authority_of(&req)),
             target_addr: self.target_label.clone(),
-            tls: TLS_NO_IDENTITY,
+            tls: self.tls.clone(),
         };
         self.metrics.request_total.get_or_create(&labels).inc();
 
@@ -134,7 +142,7 @@ impl Forwarder {
                     ProxyError::ConnectTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
                     _ => StatusCode::BAD_GATEWAY,
                 };
-                tracing::warn!(client = %self.client, target = %self.upstream.target, "request failed: {e}");
+                tracing::warn!(client = %self.client, target = %self.upstream.route.target, "request failed: {e}");
                 let recorder = Recorder::new(&self.metrics, labels, status, started);
                 return Ok(error_response(status, &e.to_string(), recorder));
             }
@@ -178,8 +186,9 @@ async fn tunnel(
 
 /// The connection to the route's target, opened on first use and reopened when closed.
 struct Upstream {
-    target: SocketAddr,
-    connect_timeout: Duration,
+    shared: Arc<Shared>,
+    route: Route,
+    protocol: Protocol,
     conn: UpstreamConn,
 }
 
@@ -189,14 +198,15 @@ enum UpstreamConn {
 }
 
 impl Upstream {
-    fn new(protocol: Protocol, target: SocketAddr, connect_timeout: Duration) -> Self {
+    fn new(shared: Arc<Shared>, route: Route, protocol: Protocol) -> Self {
         let conn = match protocol {
             Protocol::Http2 => UpstreamConn::Http2(Mutex::new(None)),
             _ => UpstreamConn::Http1(Mutex::new(None)),
         };
         Upstream {
-            target,
-            connect_timeout,
+            shared,
+            route,
+            protocol,
             conn,
         }
     }
@@ -240,8 +250,8 @@ impl Upstream {
     }
 
     async fn connect_http1(&self) -> Result<client1::SendRequest<Incoming>, ProxyError> {
-        let tcp = connect(self.target, self.connect_timeout).await?;
-        let (sender, conn) = client1::Builder::new().handshake(TokioIo::new(tcp)).await?;
+        let io = connect_route(&self.shared, &self.route, self.protocol).await?;
+        let (sender, conn) = client1::Builder::new().handshake(TokioIo::new(io)).await?;
         tokio::spawn(async move {
             if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!("upstream HTTP/1 connection ended: {e}");
@@ -251,10 +261,10 @@ impl Upstream {
     }
 
     async fn connect_http2(&self) -> Result<client2::SendRequest<Incoming>, ProxyError> {
-        let tcp = connect(self.target, self.connect_timeout).await?;
+        let io = connect_route(&self.shared, &self.route, self.protocol).await?;
         let (sender, conn) = client2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
-            .handshake(TokioIo::new(tcp))
+            .handshake(TokioIo::new(io))
             .await?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {

@@ -1,6 +1,7 @@
 //! The inbound listener (`0.0.0.0:4143`): connections to the pod, redirected here by
 //! iptables. Reads the original destination (the pod's own IP and port) and forwards
-//! there, or to localhost for apps bound only to 127.0.0.1.
+//! there, or to localhost for apps bound only to 127.0.0.1. Connections addressed to this
+//! port itself come from meshed peers and are terminated as mTLS (`mesh.rs`).
 
 use crate::config::InboundForward;
 use crate::drain;
@@ -84,11 +85,12 @@ async fn handle(
         orig_dst: dst,
         direction: Direction::Inbound,
     };
-    proxy::serve(
-        shared,
-        conn,
-        move |protocol| route::inbound(dst, local, protocol, forward),
-        drain,
-    )
-    .await
+    // Sent to the inbound port itself (not redirected from an app port): a meshed peer.
+    if dst == local {
+        if let Some(tls) = shared.tls.clone() {
+            return proxy::serve_mesh(shared, tls, conn, drain).await;
+        }
+    }
+    let route = route::inbound(dst, local, forward);
+    proxy::serve(shared, conn, route, drain).await
 }

@@ -5,7 +5,8 @@
 //! count) → `route.rs` (the decision, as data) → `http.rs` (HTTP/1, HTTP/2, upgrades) or
 //! `tcp.rs` (opaque bytes). `app.rs` wires the listeners and the drain; `admin.rs` serves
 //! `/live`, `/ready`, `/metrics`, `/shutdown` and `/proxy-log-level`; `config.rs` is the only
-//! place that reads the environment.
+//! place that reads the environment. `identity.rs` obtains and renews the certificate;
+//! `tls.rs` and `mesh.rs` make the mutual-TLS hop between two proxies.
 
 pub mod admin;
 pub mod app;
@@ -13,16 +14,19 @@ pub mod config;
 pub mod detect;
 pub mod drain;
 pub mod http;
+pub mod identity;
 pub mod inbound;
 pub mod io;
 pub mod listen;
 pub mod logging;
+pub mod mesh;
 pub mod metrics;
 pub mod orig_dst;
 pub mod outbound;
 pub mod proxy;
 pub mod route;
 pub mod tcp;
+pub mod tls;
 
 pub use app::{Addrs, App, AppError, Deps};
 pub use config::Config;

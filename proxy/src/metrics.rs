@@ -7,7 +7,9 @@
 //! `target_addr` values (authorities likewise); later ones are counted under `overflow`.
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabel, EncodeLabelSet, EncodeMetric, LabelSetEncoder,
+};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
@@ -27,8 +29,32 @@ pub const LATENCY_BUCKETS_MS: [f64; 25] = [
 /// The value folded labels take once the budget is spent.
 pub const OVERFLOW: &str = "overflow";
 
-/// Until identity lands every connection is plaintext.
-pub const TLS_NO_IDENTITY: &str = "no_identity";
+/// The `tls` label of a connection: Linkerd's `tls="true"` with `client_id` (inbound) or
+/// `server_id` (outbound), else `tls="no_identity"`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+pub enum TlsLabels {
+    NoIdentity,
+    /// Inbound mTLS: the client's verified identity.
+    Client(String),
+    /// Outbound mTLS: the server's verified identity.
+    Server(String),
+}
+
+impl EncodeLabelSet for TlsLabels {
+    fn encode(&self, mut encoder: LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+        match self {
+            TlsLabels::NoIdentity => ("tls", "no_identity").encode(encoder.encode_label()),
+            TlsLabels::Client(id) => {
+                ("tls", "true").encode(encoder.encode_label())?;
+                ("client_id", id.as_str()).encode(encoder.encode_label())
+            }
+            TlsLabels::Server(id) => {
+                ("tls", "true").encode(encoder.encode_label())?;
+                ("server_id", id.as_str()).encode(encoder.encode_label())
+            }
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Direction {
@@ -51,7 +77,8 @@ pub struct HttpLabels {
     pub direction: &'static str,
     pub authority: String,
     pub target_addr: String,
-    pub tls: &'static str,
+    #[prometheus(flatten)]
+    pub tls: TlsLabels,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -75,7 +102,8 @@ pub struct TcpLabels {
     pub direction: &'static str,
     pub peer: &'static str,
     pub target_addr: String,
-    pub tls: &'static str,
+    #[prometheus(flatten)]
+    pub tls: TlsLabels,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -89,6 +117,17 @@ pub struct TcpCloseLabels {
 pub struct DetectLabels {
     pub direction: &'static str,
     pub result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TlsFailureLabels {
+    pub direction: &'static str,
+    pub reason: &'static str,
 }
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
@@ -110,6 +149,9 @@ pub struct Metrics {
     pub tcp_write_bytes_total: Family<TcpLabels, Counter>,
     pub tcp_close_total: Family<TcpCloseLabels, Counter>,
     pub tcp_detect_total: Family<DetectLabels, Counter>,
+    pub identity_cert_refresh_total: Family<ResultLabels, Counter>,
+    pub identity_cert_expiration_timestamp_seconds: Gauge,
+    pub mesh_tls_failure_total: Family<TlsFailureLabels, Counter>,
     targets: LabelBudget,
     authorities: LabelBudget,
 }
@@ -127,6 +169,9 @@ impl Metrics {
         let tcp_write_bytes_total = Family::<TcpLabels, Counter>::default();
         let tcp_close_total = Family::<TcpCloseLabels, Counter>::default();
         let tcp_detect_total = Family::<DetectLabels, Counter>::default();
+        let identity_cert_refresh_total = Family::<ResultLabels, Counter>::default();
+        let identity_cert_expiration_timestamp_seconds = Gauge::default();
+        let mesh_tls_failure_total = Family::<TlsFailureLabels, Counter>::default();
         registry.register("request", "HTTP requests received", request_total.clone());
         registry.register(
             "response",
@@ -164,6 +209,21 @@ impl Metrics {
             "Protocol detection outcomes",
             tcp_detect_total.clone(),
         );
+        registry.register(
+            "identity_cert_refresh",
+            "Certificate requests to the controller, by result",
+            identity_cert_refresh_total.clone(),
+        );
+        registry.register(
+            "identity_cert_expiration_timestamp_seconds",
+            "When the current certificate expires, in seconds since the Unix epoch (0: none yet)",
+            identity_cert_expiration_timestamp_seconds.clone(),
+        );
+        registry.register(
+            "mesh_tls_failure",
+            "Meshed connections whose mTLS handshake failed, by reason; no application byte passed",
+            mesh_tls_failure_total.clone(),
+        );
         registry.register_collector(Box::new(ProcessCollector::new()));
         Metrics {
             registry,
@@ -176,6 +236,9 @@ impl Metrics {
             tcp_write_bytes_total,
             tcp_close_total,
             tcp_detect_total,
+            identity_cert_refresh_total,
+            identity_cert_expiration_timestamp_seconds,
+            mesh_tls_failure_total,
             targets: LabelBudget::new(max_target_labels),
             authorities: LabelBudget::new(max_target_labels),
         }
@@ -188,6 +251,26 @@ impl Metrics {
             tracing::warn!(error = %e, "encoding metrics failed");
         }
         out
+    }
+
+    pub fn identity_refresh(&self, result: &'static str) {
+        self.identity_cert_refresh_total
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    pub fn identity_expiry(&self, unix_seconds: u64) {
+        self.identity_cert_expiration_timestamp_seconds
+            .set(i64::try_from(unix_seconds).unwrap_or(i64::MAX));
+    }
+
+    pub fn mesh_tls_failure(&self, direction: Direction, error: &crate::tls::TlsError) {
+        self.mesh_tls_failure_total
+            .get_or_create(&TlsFailureLabels {
+                direction: direction.as_str(),
+                reason: error.reason(),
+            })
+            .inc();
     }
 
     /// The `target_addr` label for an address, within the label budget.
@@ -377,7 +460,7 @@ mod tests {
             direction: "outbound",
             authority: "web.apps:80".into(),
             target_addr: "10.0.0.1:80".into(),
-            tls: TLS_NO_IDENTITY,
+            tls: TlsLabels::NoIdentity,
         };
         m.request_total.get_or_create(&http).inc();
         m.response_latency_ms

@@ -30,6 +30,17 @@ impl OrigDst for FixedOrigDst {
     }
 }
 
+/// The address the connection arrived at: what the kernel reports for a connection nobody
+/// redirected. For tests and `weft demo`, where meshed peers dial the inbound port directly.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NotRedirected;
+
+impl OrigDst for NotRedirected {
+    fn orig_dst(&self, socket: &TcpStream) -> io::Result<SocketAddr> {
+        socket.local_addr()
+    }
+}
+
 // From <linux/netfilter_ipv4.h> and <linux/netfilter_ipv6/ip6_tables.h>.
 const SO_ORIGINAL_DST: libc::c_int = 80;
 const IP6T_SO_ORIGINAL_DST: libc::c_int = 80;

@@ -7,7 +7,7 @@ use crate::listen;
 use crate::metrics::Direction;
 use crate::orig_dst::OrigDst;
 use crate::proxy::{self, Accepted, Shared};
-use crate::route::{self, Known};
+use crate::route;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -82,13 +82,7 @@ async fn handle(
         orig_dst: dst,
         direction: Direction::Outbound,
     };
-    // Discovery fills this in when the destination API lands.
-    let known = Known::Unknown;
-    proxy::serve(
-        shared,
-        conn,
-        move |protocol| route::outbound(dst, local, protocol, &known),
-        drain,
-    )
-    .await
+    let known = shared.known(dst);
+    let route = route::outbound(dst, local, &known, shared.tls.is_some());
+    proxy::serve(shared, conn, route, drain).await
 }

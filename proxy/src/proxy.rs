@@ -1,23 +1,24 @@
 //! What happens to one accepted connection, in either direction.
 //!
-//! `inbound.rs` and `outbound.rs` accept and find the original destination, then call
-//! [`serve`] with their routing decision. Here: decide whether to detect, detect, route,
-//! count the connection, and hand it to [`crate::http`] or [`crate::tcp`]. Each
-//! connection's outcome is logged once, when it ends.
+//! `inbound.rs` and `outbound.rs` accept, find the original destination and decide the
+//! [`Route`]; then [`serve`] detects the protocol and [`forward`]s, or, for a meshed
+//! connection arriving at the inbound port, [`serve_mesh`] terminates mTLS first. Both end
+//! in [`forward`], which counts the connection, hands it to [`crate::http`] or
+//! [`crate::tcp`], and logs its outcome once, when it ends.
 
 use crate::config::Config;
 use crate::detect::{self, Outcome, Protocol};
 use crate::drain;
 use crate::io::{CountingIo, PrefixedIo};
-use crate::metrics::{
-    DetectLabels, Direction, Metrics, TcpCloseLabels, TcpLabels, TLS_NO_IDENTITY,
-};
-use crate::route::{self, Refused, Route};
-use bytes::BytesMut;
+use crate::metrics::{DetectLabels, Direction, Metrics, TcpCloseLabels, TcpLabels, TlsLabels};
+use crate::route::{self, Known, Refused, Route};
+use crate::tls::{TlsContext, TlsError};
+use bytes::{Bytes, BytesMut};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 /// Why a proxied connection failed.
@@ -34,6 +35,12 @@ pub enum ProxyError {
     },
     #[error("connecting to {0} timed out")]
     ConnectTimeout(SocketAddr),
+    #[error("mTLS to {target} ({identity}) failed: {source}")]
+    MeshConnect {
+        target: SocketAddr,
+        identity: String,
+        source: TlsError,
+    },
     #[error("connection error: {0}")]
     Io(#[from] io::Error),
     #[error("HTTP error: {0}")]
@@ -45,7 +52,23 @@ pub enum ProxyError {
 pub struct Shared {
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
+    /// Present when this proxy has an identity and can speak mTLS.
+    pub tls: Option<Arc<TlsContext>>,
 }
+
+impl Shared {
+    /// What discovery knows about an original destination.
+    pub fn known(&self, orig_dst: SocketAddr) -> Known {
+        match self.config.meshed_endpoints.get(&orig_dst) {
+            Some(ep) => Known::Meshed(ep.clone()),
+            None => Known::Unknown,
+        }
+    }
+}
+
+/// Any stream the proxy reads and writes.
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 
 /// An accepted connection and what is known about it before reading a byte.
 #[derive(Debug)]
@@ -58,14 +81,13 @@ pub struct Accepted {
     pub direction: Direction,
 }
 
-/// Serves one connection to completion. `decide` is the listener's routing decision.
+/// Serves a plaintext (redirected) connection: detect the protocol, then forward.
 pub async fn serve(
     shared: Arc<Shared>,
     conn: Accepted,
-    decide: impl FnOnce(Protocol) -> Result<Route, Refused>,
+    route: Result<Route, Refused>,
     drain: drain::Watch,
 ) {
-    let started = Instant::now();
     let Accepted {
         socket,
         client,
@@ -73,20 +95,20 @@ pub async fn serve(
         direction,
         ..
     } = conn;
-    let metrics = &shared.metrics;
-    let _ = socket.set_nodelay(true);
-    let tcp = TcpLabels {
-        direction: direction.as_str(),
-        peer: "src",
-        target_addr: metrics.target_label(direction, orig_dst),
-        tls: TLS_NO_IDENTITY,
+    let route = match route {
+        Ok(route) => route,
+        Err(refused) => {
+            tracing::warn!(%client, %orig_dst, direction = direction.as_str(), "refused: {refused}");
+            return;
+        }
     };
-    let mut io = CountingIo::new(
-        socket,
-        metrics.tcp_read_bytes_total.get_or_create(&tcp).clone(),
-        metrics.tcp_write_bytes_total.get_or_create(&tcp).clone(),
-    );
-
+    let _ = socket.set_nodelay(true);
+    let tls = match &route.tls {
+        Some(mesh) => TlsLabels::Server(mesh.identity.clone()),
+        None => TlsLabels::NoIdentity,
+    };
+    let tcp = tcp_labels(&shared.metrics, direction, orig_dst, tls.clone());
+    let mut io = counting(&shared.metrics, &tcp, socket);
     let (outcome, prefix) = match route::detection(orig_dst, &shared.config.opaque_ports) {
         route::Detection::SkipOpaque => (Outcome::OpaquePort, BytesMut::new()),
         route::Detection::Detect => {
@@ -99,6 +121,102 @@ pub async fn serve(
             }
         }
     };
+    count_detection(&shared.metrics, direction, outcome);
+    let io = PrefixedIo::new(prefix.freeze(), io);
+    let conn = Conn {
+        client,
+        orig_dst,
+        direction,
+        detect: outcome.as_str(),
+    };
+    forward(
+        &shared,
+        io,
+        route,
+        outcome.protocol(),
+        tcp,
+        tls,
+        conn,
+        drain,
+    )
+    .await
+}
+
+/// Serves a meshed connection that arrived at the inbound port: terminate mTLS, learn the
+/// client's identity and the app port, then forward.
+pub async fn serve_mesh(
+    shared: Arc<Shared>,
+    tls: Arc<TlsContext>,
+    conn: Accepted,
+    drain: drain::Watch,
+) {
+    let Accepted {
+        socket,
+        client,
+        local,
+        direction,
+        ..
+    } = conn;
+    let _ = socket.set_nodelay(true);
+    let (stream, protocol, header) = match tls.accept(socket).await {
+        Ok(accepted) => accepted,
+        Err(e) => {
+            shared.metrics.mesh_tls_failure(direction, &e);
+            tracing::warn!(%client, "meshed connection refused: {e}");
+            return;
+        }
+    };
+    let route = match route::inbound_mesh(local, header.port, shared.config.inbound_forward) {
+        Ok(route) => route,
+        Err(refused) => {
+            tracing::warn!(%client, client_id = %header.client_identity, "refused: {refused}");
+            return;
+        }
+    };
+    let orig_dst = std::net::SocketAddr::new(local.ip(), header.port);
+    let labels = TlsLabels::Client(header.client_identity);
+    let tcp = tcp_labels(&shared.metrics, direction, orig_dst, labels.clone());
+    let io = PrefixedIo::new(Bytes::new(), counting(&shared.metrics, &tcp, stream));
+    let conn = Conn {
+        client,
+        orig_dst,
+        direction,
+        detect: "mesh",
+    };
+    forward(&shared, io, route, protocol, tcp, labels, conn, drain).await
+}
+
+/// Facts about a connection for its one log line.
+struct Conn {
+    client: SocketAddr,
+    orig_dst: SocketAddr,
+    direction: Direction,
+    detect: &'static str,
+}
+
+fn tcp_labels(
+    metrics: &Metrics,
+    direction: Direction,
+    orig_dst: SocketAddr,
+    tls: TlsLabels,
+) -> TcpLabels {
+    TcpLabels {
+        direction: direction.as_str(),
+        peer: "src",
+        target_addr: metrics.target_label(direction, orig_dst),
+        tls,
+    }
+}
+
+fn counting<T>(metrics: &Metrics, tcp: &TcpLabels, io: T) -> CountingIo<T> {
+    CountingIo::new(
+        io,
+        metrics.tcp_read_bytes_total.get_or_create(tcp).clone(),
+        metrics.tcp_write_bytes_total.get_or_create(tcp).clone(),
+    )
+}
+
+fn count_detection(metrics: &Metrics, direction: Direction, outcome: Outcome) {
     metrics
         .tcp_detect_total
         .get_or_create(&DetectLabels {
@@ -106,45 +224,92 @@ pub async fn serve(
             result: outcome.as_str(),
         })
         .inc();
+}
 
-    let route = match decide(outcome.protocol()) {
-        Ok(route) => route,
-        Err(refused) => {
-            tracing::warn!(%client, %orig_dst, direction = direction.as_str(), "refused: {refused}");
-            return;
-        }
-    };
-
+#[allow(clippy::too_many_arguments)]
+async fn forward<T: Io>(
+    shared: &Arc<Shared>,
+    io: T,
+    route: Route,
+    protocol: Protocol,
+    tcp: TcpLabels,
+    tls: TlsLabels,
+    conn: Conn,
+    drain: drain::Watch,
+) {
+    let started = Instant::now();
+    let metrics = &shared.metrics;
     metrics.tcp_open_total.get_or_create(&tcp).inc();
     metrics.tcp_open_connections.get_or_create(&tcp).inc();
-    let io = PrefixedIo::new(prefix.freeze(), io);
-    let result = match route.protocol {
+    let result = match protocol {
         Protocol::Http1 | Protocol::Http2 => {
-            crate::http::serve(&shared, io, &route, client, direction, drain).await
+            crate::http::serve(
+                shared,
+                io,
+                &route,
+                protocol,
+                conn.client,
+                conn.direction,
+                tls,
+                drain,
+            )
+            .await
         }
-        Protocol::Opaque => {
-            crate::tcp::forward(io, &route, shared.config.connect_timeout, drain).await
-        }
+        Protocol::Opaque => crate::tcp::forward(shared, io, &route, drain).await,
     };
     metrics.tcp_open_connections.get_or_create(&tcp).dec();
     let classification = if result.is_ok() { "success" } else { "failure" };
     metrics
         .tcp_close_total
         .get_or_create(&TcpCloseLabels {
-            tcp,
             classification,
+            tcp,
         })
         .inc();
     let elapsed_ms = started.elapsed().as_millis() as u64;
+    let Conn {
+        client,
+        orig_dst,
+        direction,
+        detect,
+    } = conn;
     match result {
         Ok(()) => tracing::debug!(
             direction = direction.as_str(), %client, %orig_dst, target = %route.target,
-            detect = outcome.as_str(), reason = route.reason, elapsed_ms, "connection closed"
+            detect, reason = route.reason, elapsed_ms, "connection closed"
         ),
         Err(e) => tracing::warn!(
             direction = direction.as_str(), %client, %orig_dst, target = %route.target,
-            detect = outcome.as_str(), elapsed_ms, "connection failed: {e}"
+            detect, elapsed_ms, "connection failed: {e}"
         ),
+    }
+}
+
+/// Opens the connection a route asks for: plain TCP, or mTLS to a peer proxy.
+pub async fn connect_route(
+    shared: &Shared,
+    route: &Route,
+    protocol: Protocol,
+) -> Result<Box<dyn Io>, ProxyError> {
+    let tcp = connect(route.target, shared.config.connect_timeout).await?;
+    match (&route.tls, &shared.tls) {
+        (Some(mesh), Some(tls)) => {
+            let stream = tls
+                .connect(tcp, &mesh.identity, protocol, mesh.app_port)
+                .await
+                .map_err(|source| {
+                    shared
+                        .metrics
+                        .mesh_tls_failure(Direction::Outbound, &source);
+                    ProxyError::MeshConnect {
+                        target: route.target,
+                        identity: mesh.identity.clone(),
+                        source,
+                    }
+                })?;
+            Ok(Box::new(stream))
+        }
+        _ => Ok(Box::new(tcp)),
     }
 }
 

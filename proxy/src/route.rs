@@ -9,7 +9,6 @@
 //! through as addressed. The destination API fills it in later without changing this shape.
 
 use crate::config::InboundForward;
-use crate::detect::Protocol;
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -21,11 +20,30 @@ pub enum Detection {
     SkipOpaque,
 }
 
+/// The inbound port meshed peers listen on, unless discovery says otherwise.
+pub const DEFAULT_INBOUND_PORT: u16 = 4143;
+
+/// A meshed pod: its proxy's identity and inbound port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshEndpoint {
+    pub identity: String,
+    pub inbound_port: u16,
+}
+
 /// What discovery knows about an original destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Known {
     /// Not a known service or meshed pod: pass through.
     Unknown,
+    /// A meshed pod.
+    Meshed(MeshEndpoint),
+}
+
+/// The mTLS part of a route: who the server must be and which app port it is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshTarget {
+    pub identity: String,
+    pub app_port: u16,
 }
 
 /// Where a connection goes and how.
@@ -33,8 +51,8 @@ pub enum Known {
 pub struct Route {
     /// The address to connect to.
     pub target: SocketAddr,
-    /// The protocol spoken on both sides.
-    pub protocol: Protocol,
+    /// Mutual TLS to a peer proxy, or `None` for plaintext.
+    pub tls: Option<MeshTarget>,
     /// Why this route was chosen (logged at debug).
     pub reason: &'static str,
 }
@@ -58,31 +76,61 @@ pub fn detection(orig_dst: SocketAddr, opaque_ports: &BTreeSet<u16>) -> Detectio
     }
 }
 
-/// The outbound decision: from the original destination, the detected protocol and what
-/// discovery knows.
+/// The outbound decision: from the original destination, what discovery knows, and
+/// whether this proxy holds an identity (can speak mTLS). The protocol, detected
+/// separately, is spoken the same on both sides.
 pub fn outbound(
     orig_dst: SocketAddr,
     local: SocketAddr,
-    protocol: Protocol,
     known: &Known,
+    has_identity: bool,
 ) -> Result<Route, Refused> {
     if is_self(orig_dst, local) {
         return Err(Refused::Loop(orig_dst));
     }
-    match known {
-        Known::Unknown => Ok(Route {
+    let route = match known {
+        Known::Unknown => Route {
             target: orig_dst,
-            protocol,
+            tls: None,
             reason: "unknown destination: pass through",
-        }),
+        },
+        Known::Meshed(ep) if has_identity => Route {
+            target: SocketAddr::new(orig_dst.ip(), ep.inbound_port),
+            tls: Some(MeshTarget {
+                identity: ep.identity.clone(),
+                app_port: orig_dst.port(),
+            }),
+            reason: "meshed endpoint: mTLS to its proxy",
+        },
+        Known::Meshed(_) => Route {
+            target: orig_dst,
+            tls: None,
+            reason: "meshed endpoint, but this proxy has no identity: plaintext",
+        },
+    };
+    Ok(route)
+}
+
+/// The inbound decision for a meshed connection: the app port named in its header, on the
+/// pod's own address (or localhost).
+pub fn inbound_mesh(
+    local: SocketAddr,
+    app_port: u16,
+    forward: InboundForward,
+) -> Result<Route, Refused> {
+    let app = SocketAddr::new(local.ip(), app_port);
+    if app_port == local.port() {
+        return Err(Refused::Loop(app));
     }
+    let mut route = inbound(app, local, forward)?;
+    route.reason = "meshed connection: mTLS terminated";
+    Ok(route)
 }
 
 /// The inbound decision: the pod's own address, or localhost for apps bound only there.
 pub fn inbound(
     orig_dst: SocketAddr,
     local: SocketAddr,
-    protocol: Protocol,
     forward: InboundForward,
 ) -> Result<Route, Refused> {
     if is_self(orig_dst, local) {
@@ -91,7 +139,7 @@ pub fn inbound(
     let route = match forward {
         InboundForward::OriginalDst => Route {
             target: orig_dst,
-            protocol,
+            tls: None,
             reason: "forward to the original destination",
         },
         InboundForward::Localhost => {
@@ -101,7 +149,7 @@ pub fn inbound(
             };
             Route {
                 target: SocketAddr::new(ip, orig_dst.port()),
-                protocol,
+                tls: None,
                 reason: "forward to localhost",
             }
         }
@@ -141,33 +189,67 @@ mod tests {
     fn outbound_table() {
         let local = addr("127.0.0.1:4140");
         let cases = [
-            ("10.43.0.10:80", Protocol::Http1, Ok(addr("10.43.0.10:80"))),
-            (
-                "10.43.0.10:8443",
-                Protocol::Opaque,
-                Ok(addr("10.43.0.10:8443")),
-            ),
-            (
-                "[fd00::7]:9000",
-                Protocol::Http2,
-                Ok(addr("[fd00::7]:9000")),
-            ),
-            (
-                "127.0.0.1:4140",
-                Protocol::Http1,
-                Err(Refused::Loop(addr("127.0.0.1:4140"))),
-            ),
+            ("10.43.0.10:80", Ok(addr("10.43.0.10:80"))),
+            ("[fd00::7]:9000", Ok(addr("[fd00::7]:9000"))),
+            ("127.0.0.1:4140", Err(Refused::Loop(addr("127.0.0.1:4140")))),
         ];
-        for (dst, proto, expected) in cases {
-            let got = outbound(addr(dst), local, proto, &Known::Unknown);
+        for (dst, expected) in cases {
+            let got = outbound(addr(dst), local, &Known::Unknown, true);
             assert_eq!(
                 got.as_ref().map(|r| r.target).map_err(|e| *e),
                 expected,
                 "{dst}"
             );
             if let Ok(r) = got {
-                assert_eq!(r.protocol, proto);
+                assert_eq!(r.tls, None);
             }
+        }
+    }
+
+    #[test]
+    fn outbound_meshed_endpoints_get_mtls_to_the_peer_proxy() {
+        let local = addr("127.0.0.1:4140");
+        let id = "web.apps.serviceaccount.identity.weft.cluster.local";
+        let known = Known::Meshed(MeshEndpoint {
+            identity: id.into(),
+            inbound_port: 4143,
+        });
+        let r = outbound(addr("10.42.0.9:8080"), local, &known, true).unwrap();
+        assert_eq!(
+            r,
+            Route {
+                target: addr("10.42.0.9:4143"),
+                tls: Some(MeshTarget {
+                    identity: id.into(),
+                    app_port: 8080
+                }),
+                reason: "meshed endpoint: mTLS to its proxy",
+            }
+        );
+        // Without an identity of its own the proxy cannot do mTLS: plaintext, as addressed.
+        let r = outbound(addr("10.42.0.9:8080"), local, &known, false).unwrap();
+        assert_eq!((r.target, r.tls), (addr("10.42.0.9:8080"), None));
+    }
+
+    #[test]
+    fn inbound_mesh_table() {
+        let local = addr("10.42.0.9:4143");
+        let cases = [
+            (
+                8080,
+                InboundForward::OriginalDst,
+                Ok(addr("10.42.0.9:8080")),
+            ),
+            (5432, InboundForward::Localhost, Ok(addr("127.0.0.1:5432"))),
+            (
+                4143,
+                InboundForward::OriginalDst,
+                Err(Refused::Loop(addr("10.42.0.9:4143"))),
+            ),
+        ];
+        for (port, fwd, expected) in cases {
+            let got = inbound_mesh(local, port, fwd).map(|r| r.target);
+            assert_eq!(got, expected, "{port} {fwd:?}");
         }
     }
 
@@ -202,7 +284,7 @@ mod tests {
             ),
         ];
         for (dst, fwd, expected) in cases {
-            let got = inbound(addr(dst), local, Protocol::Http1, fwd).map(|r| r.target);
+            let got = inbound(addr(dst), local, fwd).map(|r| r.target);
             assert_eq!(got, expected, "{dst} {fwd:?}");
         }
     }

@@ -1,22 +1,22 @@
-//! Opaque TCP: connect to the route's target and copy bytes both ways.
+//! Opaque TCP: open the route's connection (plain, or mTLS to a peer proxy) and copy bytes
+//! both ways.
 //!
 //! `copy_bidirectional` propagates half-close: when one side finishes sending, the other
 //! side's write half is shut down and the remaining direction keeps flowing.
 
+use crate::detect::Protocol;
 use crate::drain;
-use crate::proxy::{connect, ProxyError};
+use crate::proxy::{connect_route, Io, ProxyError, Shared};
 use crate::route::Route;
-use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
 
-pub async fn forward<T: AsyncRead + AsyncWrite + Unpin>(
+pub async fn forward<T: Io>(
+    shared: &Shared,
     mut client: T,
     route: &Route,
-    connect_timeout: Duration,
     // Held so that a drain waits for this connection (up to the grace period).
     _drain: drain::Watch,
 ) -> Result<(), ProxyError> {
-    let mut server = connect(route.target, connect_timeout).await?;
+    let mut server = connect_route(shared, route, Protocol::Opaque).await?;
     tokio::io::copy_bidirectional(&mut client, &mut server).await?;
     Ok(())
 }

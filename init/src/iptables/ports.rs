@@ -275,9 +275,12 @@ mod tests {
         assert_eq!(r(7, 9).to_string(), "7:9");
     }
 
+    /// Ranges as `(first, last)` pairs.
+    type Pairs = &'static [(u16, u16)];
+
     #[test]
     fn normalize_table() {
-        let cases: &[(&[(u16, u16)], &[(u16, u16)])] = &[
+        let cases: &[(Pairs, Pairs)] = &[
             (&[], &[]),
             (&[(4191, 4191), (4190, 4190)], &[(4190, 4190), (4191, 4191)]),
             (&[(80, 80), (80, 80)], &[(80, 80)]),
