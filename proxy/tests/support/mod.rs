@@ -2,6 +2,8 @@
 //! HTTP/1, HTTP/2 and TCP servers, and HTTP clients built on hyper.
 #![allow(dead_code)]
 
+pub mod ca;
+
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
@@ -51,9 +53,22 @@ pub fn loopback_config(env: &[(&str, &str)]) -> Config {
 }
 
 pub async fn start_proxy(target: SocketAddr, env: &[(&str, &str)]) -> Proxy {
+    start_proxy_with(
+        Arc::new(FixedOrigDst(target)),
+        Arc::new(FixedOrigDst(target)),
+        env,
+    )
+}
+
+/// A proxy with its own original-destination fakes.
+pub fn start_proxy_with(
+    inbound_orig_dst: Arc<dyn weft_proxy::orig_dst::OrigDst>,
+    outbound_orig_dst: Arc<dyn weft_proxy::orig_dst::OrigDst>,
+    env: &[(&str, &str)],
+) -> Proxy {
     let deps = Deps {
-        inbound_orig_dst: Arc::new(FixedOrigDst(target)),
-        outbound_orig_dst: Arc::new(FixedOrigDst(target)),
+        inbound_orig_dst,
+        outbound_orig_dst,
         log: None,
     };
     let app = App::bind(loopback_config(env), deps).expect("bind proxy");
