@@ -84,7 +84,9 @@ mod tests {
     #[test]
     fn controller_identity_name() {
         assert_eq!(
-            controller_identity("weft", "cluster.local").unwrap().to_string(),
+            controller_identity("weft", "cluster.local")
+                .unwrap()
+                .to_string(),
             "weft-controller.weft.serviceaccount.identity.weft.cluster.local"
         );
     }

@@ -2,10 +2,11 @@
 //!
 //! This crate stays small on purpose: no Kubernetes types and no I/O, so that the proxy can
 //! depend on it without growing. Today it holds identity naming (the DNS-like name every
-//! meshed workload's certificate carries) and the identity API's messages; the destination
-//! and policy messages join it as those APIs land.
+//! meshed workload's certificate carries) the identity API's messages and the destination API's;
+//! the policy messages join it when that API lands.
 
 pub mod certify;
+pub mod destination;
 pub mod identity;
 
 pub use identity::{IdentityError, IdentityName};
