@@ -7,6 +7,7 @@
 
 use crate::admin::{Admin, AdminState, Readiness, ReadyState, ShutdownHandle};
 use crate::config::Config;
+use crate::discovery::{Controller, Discovery};
 use crate::drain::{self, Drained};
 use crate::identity::{Certifier, Store};
 use crate::inbound::Inbound;
@@ -32,6 +33,8 @@ pub enum AppError {
     },
     #[error("identity: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    #[error("identity: invalid TLS setup: {0}")]
+    Rustls(#[from] rustls::Error),
     #[error("identity: {0}")]
     Identity(#[from] crate::identity::IdentityError),
 }
@@ -65,6 +68,7 @@ pub struct App {
     shutdown: ShutdownHandle,
     addrs: Addrs,
     identity: Option<(Certifier, Arc<Store>)>,
+    discovery: Option<Arc<Discovery>>,
 }
 
 /// The addresses the listeners actually bound.
@@ -79,9 +83,17 @@ impl App {
     pub fn bind(config: Config, deps: Deps) -> Result<App, AppError> {
         let config = Arc::new(config);
         let metrics = Arc::new(Metrics::new(config.max_target_labels));
+        let mut discovery = None;
         let (tls, identity) = match &config.identity {
             Some(id) => {
                 let trust = TrustAnchors::from_file(&id.trust_anchors)?;
+                if config.discovery_enabled {
+                    discovery = Some(Discovery::new(Controller {
+                        addr: id.controller_addr.clone(),
+                        name: id.controller_name.clone(),
+                        tls: crate::tls::controller_client_config(&trust)?,
+                    }));
+                }
                 let store = Store::new();
                 let tls = TlsContext::new(
                     id.name.clone(),
@@ -98,6 +110,7 @@ impl App {
             config: config.clone(),
             metrics: metrics.clone(),
             tls,
+            discovery: discovery.clone(),
         });
         let limit = Arc::new(Semaphore::new(config.max_connections));
         let bind_err = |listener, addr| {
@@ -150,6 +163,7 @@ impl App {
             shutdown,
             addrs,
             identity,
+            discovery,
         })
     }
 
@@ -177,6 +191,7 @@ impl App {
             shutdown,
             addrs,
             identity,
+            discovery,
             ..
         } = self;
         let (signal, watch) = drain::channel();
@@ -185,6 +200,9 @@ impl App {
         let outbound_task = tokio::spawn(outbound.run(watch));
         // Ready once listening and, with an identity, once the first certificate is held.
         let mut background = Vec::new();
+        if let Some(d) = discovery {
+            background.push(tokio::spawn(d.run_evictor()));
+        }
         let started = std::time::Instant::now();
         let announce = move || {
             tracing::info!(

@@ -32,6 +32,7 @@ pub const ENV_IDENTITY_CONTROLLER_ADDR: &str = "WEFT_PROXY_IDENTITY_CONTROLLER_A
 pub const ENV_IDENTITY_CONTROLLER_NAME: &str = "WEFT_PROXY_IDENTITY_CONTROLLER_NAME";
 pub const ENV_MESHED_ENDPOINTS: &str = "WEFT_PROXY_MESHED_ENDPOINTS";
 pub const ENV_TLS_HANDSHAKE_TIMEOUT: &str = "WEFT_PROXY_TLS_HANDSHAKE_TIMEOUT";
+pub const ENV_DISCOVERY_ENABLED: &str = "WEFT_PROXY_DISCOVERY_ENABLED";
 
 pub const DEFAULT_INBOUND_LISTEN_ADDR: &str = "0.0.0.0:4143";
 pub const DEFAULT_OUTBOUND_LISTEN_ADDR: &str = "127.0.0.1:4140";
@@ -103,6 +104,8 @@ pub struct Config {
     /// Meshed endpoints known statically (an interim source until the destination API).
     pub meshed_endpoints: BTreeMap<SocketAddr, MeshEndpoint>,
     pub tls_handshake_timeout: Duration,
+    /// Ask the controller (the identity controller) about destinations.
+    pub discovery_enabled: bool,
 }
 
 /// A bad configuration value; the message names the variable and the value.
@@ -197,6 +200,7 @@ impl Config {
             identity: identity_config(env)?,
             meshed_endpoints: parse(env, ENV_MESHED_ENDPOINTS, "", parse_meshed_endpoints)?,
             tls_handshake_timeout: parse(env, ENV_TLS_HANDSHAKE_TIMEOUT, "5s", parse_duration)?,
+            discovery_enabled: parse(env, ENV_DISCOVERY_ENABLED, "true", parse_bool)?,
         };
         Ok(cfg)
     }
@@ -376,6 +380,7 @@ mod tests {
         assert_eq!(c.identity, None);
         assert!(c.meshed_endpoints.is_empty());
         assert_eq!(c.tls_handshake_timeout, Duration::from_secs(5));
+        assert!(c.discovery_enabled);
     }
 
     #[test]

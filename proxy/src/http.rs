@@ -10,14 +10,14 @@
 use crate::detect::Protocol;
 use crate::drain;
 use crate::metrics::{Direction, HttpLabels, LatencyLabels, Metrics, ResponseLabels, TlsLabels};
-use crate::proxy::{connect_route, ProxyError, Shared};
+use crate::proxy::{ProxyError, Shared};
 use crate::route::Route;
+use crate::upstream::{Checkout, Upstream};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::{http1 as client1, http2 as client2};
 use hyper::server::conn::{http1 as server1, http2 as server2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::convert::Infallible;
@@ -27,7 +27,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::Mutex;
 
 /// Serves HTTP on an accepted connection until the client is done or a drain finishes it.
 #[allow(clippy::too_many_arguments)]
@@ -135,14 +134,17 @@ impl Forwarder {
             append_forwarded_for(req.headers_mut(), self.client.ip());
         }
 
-        let mut rsp = match self.upstream.send(req).await {
+        let (mut rsp, checkout) = match self.upstream.send(req, upgrade.is_some()).await {
             Ok(rsp) => rsp,
             Err(e) => {
                 let status = match e {
-                    ProxyError::ConnectTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+                    ProxyError::ConnectTimeout(_) | ProxyError::RequestTimeout(_) => {
+                        StatusCode::GATEWAY_TIMEOUT
+                    }
+                    ProxyError::NoEndpoints(_) => StatusCode::SERVICE_UNAVAILABLE,
                     _ => StatusCode::BAD_GATEWAY,
                 };
-                tracing::warn!(client = %self.client, target = %self.upstream.route.target, "request failed: {e}");
+                tracing::warn!(client = %self.client, target = %self.target_label, "request failed: {e}");
                 let recorder = Recorder::new(&self.metrics, labels, status, started);
                 return Ok(error_response(status, &e.to_string(), recorder));
             }
@@ -162,6 +164,7 @@ impl Forwarder {
         Ok(rsp.map(|body| ProxyBody::Proxied {
             inner: body,
             recorder: Some(recorder),
+            checkout,
         }))
     }
 }
@@ -181,97 +184,6 @@ async fn tunnel(
             }
         }
         Err(e) => tracing::warn!("upgrade failed: {e}"),
-    }
-}
-
-/// The connection to the route's target, opened on first use and reopened when closed.
-struct Upstream {
-    shared: Arc<Shared>,
-    route: Route,
-    protocol: Protocol,
-    conn: UpstreamConn,
-}
-
-enum UpstreamConn {
-    Http1(Mutex<Option<client1::SendRequest<Incoming>>>),
-    Http2(Mutex<Option<client2::SendRequest<Incoming>>>),
-}
-
-impl Upstream {
-    fn new(shared: Arc<Shared>, route: Route, protocol: Protocol) -> Self {
-        let conn = match protocol {
-            Protocol::Http2 => UpstreamConn::Http2(Mutex::new(None)),
-            _ => UpstreamConn::Http1(Mutex::new(None)),
-        };
-        Upstream {
-            shared,
-            route,
-            protocol,
-            conn,
-        }
-    }
-
-    async fn send(&self, req: Request<Incoming>) -> Result<Response<Incoming>, ProxyError> {
-        match &self.conn {
-            UpstreamConn::Http1(slot) => {
-                let mut slot = slot.lock().await;
-                // An HTTP/1 connection serves one request at a time: wait until it is free,
-                // or open a new one if it closed (server said `Connection: close`, upgrade…).
-                if let Some(sender) = slot.as_mut() {
-                    if sender.ready().await.is_err() {
-                        *slot = None;
-                    }
-                }
-                let mut sender = match slot.take() {
-                    Some(s) => s,
-                    None => self.connect_http1().await?,
-                };
-                let rsp = sender.send_request(req);
-                *slot = Some(sender);
-                drop(slot);
-                Ok(rsp.await?)
-            }
-            UpstreamConn::Http2(slot) => {
-                let mut sender = {
-                    let mut slot = slot.lock().await;
-                    match slot.as_ref() {
-                        Some(s) if !s.is_closed() => s.clone(),
-                        _ => {
-                            let s = self.connect_http2().await?;
-                            *slot = Some(s.clone());
-                            s
-                        }
-                    }
-                };
-                sender.ready().await?;
-                Ok(sender.send_request(req).await?)
-            }
-        }
-    }
-
-    async fn connect_http1(&self) -> Result<client1::SendRequest<Incoming>, ProxyError> {
-        let io = connect_route(&self.shared, &self.route, self.protocol).await?;
-        let (sender, conn) = client1::Builder::new().handshake(TokioIo::new(io)).await?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!("upstream HTTP/1 connection ended: {e}");
-            }
-        });
-        Ok(sender)
-    }
-
-    async fn connect_http2(&self) -> Result<client2::SendRequest<Incoming>, ProxyError> {
-        let io = connect_route(&self.shared, &self.route, self.protocol).await?;
-        let (sender, conn) = client2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .handshake(TokioIo::new(io))
-            .await?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!("upstream HTTP/2 connection ended: {e}");
-            }
-        });
-        Ok(sender)
     }
 }
 
@@ -422,6 +334,8 @@ enum ProxyBody {
     Proxied {
         inner: Incoming,
         recorder: Option<Recorder>,
+        /// The upstream HTTP/1 connection, returned to its pool when the body ends.
+        checkout: Option<Checkout>,
     },
     Error {
         data: Option<Bytes>,
@@ -438,7 +352,11 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
-            ProxyBody::Proxied { inner, recorder } => {
+            ProxyBody::Proxied {
+                inner,
+                recorder,
+                checkout,
+            } => {
                 let polled = Pin::new(inner).poll_frame(cx);
                 match &polled {
                     Poll::Ready(Some(Ok(frame))) => {
@@ -455,6 +373,9 @@ impl Body for ProxyBody {
                     Poll::Ready(None) => {
                         if let Some(r) = recorder.take() {
                             r.finish(false);
+                        }
+                        if let Some(c) = checkout.take() {
+                            c.release();
                         }
                     }
                     Poll::Pending => {}
@@ -491,9 +412,20 @@ impl Drop for ProxyBody {
     fn drop(&mut self) {
         // A body nobody read to the end (HEAD, 204, a client that left) is recorded here.
         let recorder = match self {
-            ProxyBody::Proxied { recorder, .. } | ProxyBody::Error { recorder, .. } => {
+            ProxyBody::Proxied {
+                recorder,
+                checkout,
+                inner,
+            } => {
+                // An empty body hyper never polled (HEAD, 204, 304) still ended cleanly.
+                if inner.is_end_stream() {
+                    if let Some(c) = checkout.take() {
+                        c.release();
+                    }
+                }
                 recorder.take()
             }
+            ProxyBody::Error { recorder, .. } => recorder.take(),
         };
         if let Some(r) = recorder {
             r.finish(false);

@@ -6,12 +6,16 @@
 //! `tcp.rs` (opaque bytes). `app.rs` wires the listeners and the drain; `admin.rs` serves
 //! `/live`, `/ready`, `/metrics`, `/shutdown` and `/proxy-log-level`; `config.rs` is the only
 //! place that reads the environment. `identity.rs` obtains and renews the certificate;
-//! `tls.rs` and `mesh.rs` make the mutual-TLS hop between two proxies.
+//! `tls.rs` and `mesh.rs` make the mutual-TLS hop between two proxies. `discovery.rs`
+//! asks the controller what a destination is; `balance.rs`, `retry.rs` and `upstream.rs`
+//! send each request of a Service to a good endpoint.
 
 pub mod admin;
 pub mod app;
+pub mod balance;
 pub mod config;
 pub mod detect;
+pub mod discovery;
 pub mod drain;
 pub mod http;
 pub mod identity;
@@ -24,9 +28,11 @@ pub mod metrics;
 pub mod orig_dst;
 pub mod outbound;
 pub mod proxy;
+pub mod retry;
 pub mod route;
 pub mod tcp;
 pub mod tls;
+pub mod upstream;
 
 pub use app::{Addrs, App, AppError, Deps};
 pub use config::Config;

@@ -82,7 +82,7 @@ async fn handle(
         orig_dst: dst,
         direction: Direction::Outbound,
     };
-    let known = shared.known(dst);
+    let known = shared.known(dst).await;
     let route = route::outbound(dst, local, &known, shared.tls.is_some());
     proxy::serve(shared, conn, route, drain).await
 }

@@ -8,6 +8,7 @@
 
 use crate::config::Config;
 use crate::detect::{self, Outcome, Protocol};
+use crate::discovery::Discovery;
 use crate::drain;
 use crate::io::{CountingIo, PrefixedIo};
 use crate::metrics::{DetectLabels, Direction, Metrics, TcpCloseLabels, TcpLabels, TlsLabels};
@@ -41,6 +42,12 @@ pub enum ProxyError {
         identity: String,
         source: TlsError,
     },
+    #[error("no endpoints available for {0}")]
+    NoEndpoints(String),
+    #[error("request timed out after {0:?}")]
+    RequestTimeout(Duration),
+    #[error("reading the request body failed: {0}")]
+    Body(String),
     #[error("connection error: {0}")]
     Io(#[from] io::Error),
     #[error("HTTP error: {0}")]
@@ -54,13 +61,19 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Present when this proxy has an identity and can speak mTLS.
     pub tls: Option<Arc<TlsContext>>,
+    /// Present when the proxy asks the controller about destinations.
+    pub discovery: Option<Arc<Discovery>>,
 }
 
 impl Shared {
-    /// What discovery knows about an original destination.
-    pub fn known(&self, orig_dst: SocketAddr) -> Known {
-        match self.config.meshed_endpoints.get(&orig_dst) {
-            Some(ep) => Known::Meshed(ep.clone()),
+    /// What is known about an original destination: statically configured meshed
+    /// endpoints first, then the controller.
+    pub async fn known(&self, orig_dst: SocketAddr) -> Known {
+        if let Some(ep) = self.config.meshed_endpoints.get(&orig_dst) {
+            return Known::Meshed(ep.clone());
+        }
+        match &self.discovery {
+            Some(d) => d.resolve(orig_dst).await,
             None => Known::Unknown,
         }
     }

@@ -8,9 +8,12 @@
 //! destination arrives as [`Known`]; today nothing is known and every destination passes
 //! through as addressed. The destination API fills it in later without changing this shape.
 
+use crate::balance::Balancer;
 use crate::config::InboundForward;
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use weft_api::destination::Endpoint;
 
 /// Whether to look at a connection's first bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +33,17 @@ pub struct MeshEndpoint {
     pub inbound_port: u16,
 }
 
+/// A destination's balancer, compared by identity.
+#[derive(Debug, Clone)]
+pub struct Balanced(pub Arc<Balancer>);
+
+impl PartialEq for Balanced {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+impl Eq for Balanced {}
+
 /// What discovery knows about an original destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Known {
@@ -37,6 +51,8 @@ pub enum Known {
     Unknown,
     /// A meshed pod.
     Meshed(MeshEndpoint),
+    /// A Service: balance over its endpoints.
+    Service(Balanced),
 }
 
 /// The mTLS part of a route: who the server must be and which app port it is for.
@@ -53,6 +69,9 @@ pub struct Route {
     pub target: SocketAddr,
     /// Mutual TLS to a peer proxy, or `None` for plaintext.
     pub tls: Option<MeshTarget>,
+    /// For a Service: pick an endpoint per request (HTTP) or per connection (TCP), each
+    /// reached as [`endpoint`] says; `target` is then the Service's own address.
+    pub balancer: Option<Balanced>,
     /// Why this route was chosen (logged at debug).
     pub reason: &'static str,
 }
@@ -92,6 +111,7 @@ pub fn outbound(
         Known::Unknown => Route {
             target: orig_dst,
             tls: None,
+            balancer: None,
             reason: "unknown destination: pass through",
         },
         Known::Meshed(ep) if has_identity => Route {
@@ -100,15 +120,45 @@ pub fn outbound(
                 identity: ep.identity.clone(),
                 app_port: orig_dst.port(),
             }),
+            balancer: None,
             reason: "meshed endpoint: mTLS to its proxy",
+        },
+        Known::Service(b) => Route {
+            target: orig_dst,
+            tls: None,
+            balancer: Some(b.clone()),
+            reason: "service: balance over its endpoints",
         },
         Known::Meshed(_) => Route {
             target: orig_dst,
             tls: None,
+            balancer: None,
             reason: "meshed endpoint, but this proxy has no identity: plaintext",
         },
     };
     Ok(route)
+}
+
+/// How to reach one endpoint of a Service: mTLS to its proxy when it is meshed and this
+/// proxy has an identity, else plaintext to the endpoint itself.
+pub fn endpoint(ep: &Endpoint, has_identity: bool) -> Route {
+    match &ep.identity {
+        Some(identity) if has_identity => Route {
+            target: SocketAddr::new(ep.addr.ip(), ep.inbound_port),
+            tls: Some(MeshTarget {
+                identity: identity.clone(),
+                app_port: ep.addr.port(),
+            }),
+            balancer: None,
+            reason: "meshed endpoint: mTLS to its proxy",
+        },
+        _ => Route {
+            target: ep.addr,
+            tls: None,
+            balancer: None,
+            reason: "unmeshed endpoint: plaintext",
+        },
+    }
 }
 
 /// The inbound decision for a meshed connection: the app port named in its header, on the
@@ -140,6 +190,7 @@ pub fn inbound(
         InboundForward::OriginalDst => Route {
             target: orig_dst,
             tls: None,
+            balancer: None,
             reason: "forward to the original destination",
         },
         InboundForward::Localhost => {
@@ -150,6 +201,7 @@ pub fn inbound(
             Route {
                 target: SocketAddr::new(ip, orig_dst.port()),
                 tls: None,
+                balancer: None,
                 reason: "forward to localhost",
             }
         }
@@ -223,12 +275,41 @@ mod tests {
                     identity: id.into(),
                     app_port: 8080
                 }),
+                balancer: None,
                 reason: "meshed endpoint: mTLS to its proxy",
             }
         );
         // Without an identity of its own the proxy cannot do mTLS: plaintext, as addressed.
         let r = outbound(addr("10.42.0.9:8080"), local, &known, false).unwrap();
         assert_eq!((r.target, r.tls), (addr("10.42.0.9:8080"), None));
+    }
+
+    #[test]
+    fn endpoint_routes() {
+        let id = "web.apps.serviceaccount.identity.weft.cluster.local";
+        let mut ep = Endpoint {
+            addr: addr("10.42.0.9:8080"),
+            weight: 1,
+            backend: None,
+            identity: Some(id.into()),
+            inbound_port: 4143,
+            protocol_hint: None,
+            labels: Default::default(),
+        };
+        let r = endpoint(&ep, true);
+        assert_eq!(
+            (r.target, r.tls.map(|t| (t.identity, t.app_port))),
+            (addr("10.42.0.9:4143"), Some((id.to_string(), 8080)))
+        );
+        assert_eq!(
+            (endpoint(&ep, false).target, endpoint(&ep, false).tls),
+            (addr("10.42.0.9:8080"), None)
+        );
+        ep.identity = None;
+        assert_eq!(
+            (endpoint(&ep, true).target, endpoint(&ep, true).tls),
+            (addr("10.42.0.9:8080"), None)
+        );
     }
 
     #[test]

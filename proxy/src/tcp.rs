@@ -7,7 +7,10 @@
 use crate::detect::Protocol;
 use crate::drain;
 use crate::proxy::{connect_route, Io, ProxyError, Shared};
-use crate::route::Route;
+use crate::route::{self, Route};
+
+/// Connection attempts on different endpoints of a Service before giving up.
+const MAX_ENDPOINT_ATTEMPTS: usize = 3;
 
 pub async fn forward<T: Io>(
     shared: &Shared,
@@ -16,7 +19,33 @@ pub async fn forward<T: Io>(
     // Held so that a drain waits for this connection (up to the grace period).
     _drain: drain::Watch,
 ) -> Result<(), ProxyError> {
-    let mut server = connect_route(shared, route, Protocol::Opaque).await?;
+    let (mut server, _active) = match &route.balancer {
+        None => (connect_route(shared, route, Protocol::Opaque).await?, None),
+        Some(b) => {
+            // A Service: the least-loaded endpoint; another one if it cannot be reached.
+            let mut attempt = 0;
+            loop {
+                let ep =
+                    b.0.pick_connection()
+                        .ok_or_else(|| ProxyError::NoEndpoints(b.0.name.clone()))?;
+                let endpoint_route = route::endpoint(&ep.endpoint, shared.tls.is_some());
+                match connect_route(shared, &endpoint_route, Protocol::Opaque).await {
+                    Ok(io) => {
+                        ep.record(true);
+                        break (io, Some(ep.start_connection()));
+                    }
+                    Err(e) => {
+                        ep.record(false);
+                        attempt += 1;
+                        if attempt >= MAX_ENDPOINT_ATTEMPTS {
+                            return Err(e);
+                        }
+                        tracing::debug!(endpoint = %ep.endpoint.addr, "connect failed, trying another endpoint: {e}");
+                    }
+                }
+            }
+        }
+    };
     tokio::io::copy_bidirectional(&mut client, &mut server).await?;
     Ok(())
 }

@@ -45,8 +45,13 @@ pub enum ProtocolHint {
 #[serde(rename_all = "camelCase")]
 pub struct Endpoint {
     pub addr: SocketAddr,
-    /// Relative weight (split proportions already applied); 0 receives no traffic.
+    /// Relative weight; 0 receives no traffic. With a traffic split, the weights of each
+    /// backend's endpoints sum to that backend's share.
     pub weight: u32,
+    /// The traffic-split backend (a Service name) this endpoint belongs to, if the
+    /// destination is split; balancing picks a backend by weight first, then an endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
     /// The endpoint's proxy identity when it is meshed: reach it over mTLS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<String>,
@@ -177,6 +182,7 @@ mod tests {
         Endpoint {
             addr: addr.parse().unwrap(),
             weight,
+            backend: None,
             identity: Some("web.apps.serviceaccount.identity.weft.cluster.local".into()),
             inbound_port: 4143,
             protocol_hint: None,
