@@ -2,14 +2,23 @@
 //! Thin: parse arguments with argh, hand off to the subcommand's module.
 
 mod cli;
+mod controller;
 mod demo;
+mod duration;
+mod identity;
+mod shutdown;
+mod tls;
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli: cli::Cli = argh::from_env();
     match cli.command {
+        cli::Command::Controller(args) => controller::main(args),
         cli::Command::Demo(args) => demo::main(args),
+        cli::Command::Identity(args) => match args.command {
+            cli::IdentityCommand::Generate(args) => identity::generate::main(args),
+        },
         cli::Command::Version(_) => {
             println!("weft {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS

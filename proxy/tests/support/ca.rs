@@ -1,6 +1,8 @@
-//! A test double of the controller's identity service: a real CA (rcgen) behind a real
-//! HTTP/2-over-TLS server speaking the certify API, on 127.0.0.1:0. It records every CSR's
-//! public key so tests can tell renewals and restarts apart. The real controller is tested
+//! A test double of the controller: a real CA (rcgen) and a destination table behind a
+//! real HTTP/2-over-TLS server speaking the certify and destination APIs, on 127.0.0.1:0.
+//! It records every CSR's public key so tests can tell renewals and restarts apart, and
+//! streams destination updates (snapshot, then diffs) as a test changes the table. It can
+//! be stopped to show proxies surviving a controller outage. The real controller is tested
 //! against the real proxy in the workspace end-to-end suite.
 
 use bytes::Bytes;
@@ -18,7 +20,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
 use weft_api::certify::{CertifyRequest, CertifyResponse, ErrorResponse};
+use weft_api::destination::{self, Kind, Snapshot, Update};
+
+/// The destination table: address → its current state.
+pub type Destinations = Arc<Mutex<HashMap<SocketAddr, watch::Sender<Snapshot>>>>;
 
 pub const CONTROLLER_ID: &str = "weft-controller.weft.serviceaccount.identity.weft.cluster.local";
 
@@ -37,9 +44,13 @@ pub struct TestCa {
     issuer: Arc<Issuer<'static, KeyPair>>,
     /// Every public key that asked for a certificate, in order, with its identity.
     pub issued: Issued,
+    pub destinations: Destinations,
+    server: tokio::task::JoinHandle<()>,
+    conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 struct State {
+    destinations: Destinations,
     issuer: Arc<Issuer<'static, KeyPair>>,
     issuer_pem: String,
     tokens: HashMap<String, String>,
@@ -143,7 +154,9 @@ impl TestCa {
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
 
         let issued = Arc::new(Mutex::new(Vec::new()));
+        let destinations: Destinations = Arc::default();
         let state = Arc::new(State {
+            destinations: destinations.clone(),
             issuer: issuer.clone(),
             issuer_pem: issuer_cert.pem(),
             tokens: tokens
@@ -155,19 +168,22 @@ impl TestCa {
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
+        let conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let tracked = conns.clone();
+        let server = tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 let acceptor = acceptor.clone();
                 let state = state.clone();
-                tokio::spawn(async move {
+                let conn = tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
                     };
-                    let svc = hyper::service::service_fn(move |req| certify(req, state.clone()));
+                    let svc = hyper::service::service_fn(move |req| route(req, state.clone()));
                     let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(tls), svc)
                         .await;
                 });
+                tracked.lock().unwrap().push(conn);
             }
         });
         TestCa {
@@ -177,6 +193,30 @@ impl TestCa {
             issuer_pem: issuer_cert.pem(),
             issuer,
             issued,
+            destinations,
+            server,
+            conns,
+        }
+    }
+
+    /// Sets what `addr` is; subscribers get the change.
+    pub fn set_destination(&self, addr: SocketAddr, snapshot: Snapshot) {
+        let mut table = self.destinations.lock().unwrap();
+        match table.get(&addr) {
+            Some(tx) => {
+                tx.send_replace(snapshot);
+            }
+            None => {
+                table.insert(addr, watch::channel(snapshot).0);
+            }
+        }
+    }
+
+    /// Stops the controller: closes the listener and every connection.
+    pub fn stop(&self) {
+        self.server.abort();
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
         }
     }
 
@@ -238,7 +278,88 @@ impl TestCa {
 
 impl Drop for TestCa {
     fn drop(&mut self) {
+        self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+type ApiBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+
+async fn route(
+    req: Request<Incoming>,
+    state: Arc<State>,
+) -> Result<Response<ApiBody>, hyper::Error> {
+    if req.uri().path() == weft_api::destination::DESTINATION_PATH {
+        return Ok(destination_stream(req, &state));
+    }
+    Ok(certify(req, state).await?.map(|b| b.boxed()))
+}
+
+/// Streams NDJSON updates for `?addr=`: a snapshot, then diffs as the table changes.
+fn destination_stream(req: Request<Incoming>, state: &State) -> Response<ApiBody> {
+    let addr: Option<SocketAddr> = req
+        .uri()
+        .query()
+        .and_then(|q| q.strip_prefix("addr="))
+        .and_then(|a| a.parse().ok());
+    let Some(addr) = addr else {
+        let mut rsp =
+            Response::new(Full::new(Bytes::from_static(b"{\"error\":\"bad addr\"}")).boxed());
+        *rsp.status_mut() = StatusCode::BAD_REQUEST;
+        return rsp;
+    };
+    let mut rx = {
+        let mut table = state.destinations.lock().unwrap();
+        table
+            .entry(addr)
+            .or_insert_with(|| {
+                watch::channel(Snapshot {
+                    kind: Kind::Unknown,
+                    service: None,
+                    endpoints: vec![],
+                    route: Default::default(),
+                })
+                .0
+            })
+            .subscribe()
+    };
+    let (tx, body_rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    tokio::spawn(async move {
+        let line = |u: &Update| Bytes::from(format!("{}\n", serde_json::to_string(u).unwrap()));
+        let mut last = rx.borrow_and_update().clone();
+        if tx
+            .send(line(&Update::Snapshot(last.clone())))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        while rx.changed().await.is_ok() {
+            let next = rx.borrow_and_update().clone();
+            for u in destination::diff(&last, &next) {
+                if tx.send(line(&u)).await.is_err() {
+                    return;
+                }
+            }
+            last = next;
+        }
+    });
+    let stream = http_body_util::StreamBody::new(ReceiverStream(body_rx));
+    Response::new(stream.boxed())
+}
+
+/// An mpsc receiver as a stream of body frames.
+struct ReceiverStream(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl futures_core::Stream for ReceiverStream {
+    type Item = Result<http_body::Frame<Bytes>, std::convert::Infallible>;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0
+            .poll_recv(cx)
+            .map(|o| o.map(|b| Ok(http_body::Frame::data(b))))
     }
 }
 
