@@ -39,8 +39,13 @@ pub struct PeakEwma {
 
 impl PeakEwma {
     pub fn new(now: Instant) -> Self {
+        Self::starting_at(DEFAULT_RTT.as_secs_f64() * 1000.0, now)
+    }
+
+    /// An estimate that starts at `value_ms` (a new endpoint starts where its peers are).
+    pub fn starting_at(value_ms: f64, now: Instant) -> Self {
         PeakEwma {
-            value: DEFAULT_RTT.as_secs_f64() * 1000.0,
+            value: value_ms,
             last: now,
         }
     }
@@ -123,9 +128,9 @@ pub struct Candidate {
 
 /// Picks an endpoint. First a split backend, with probability proportional to its total
 /// weight (so a 90/10 split stays 90/10 whatever the latencies); then, inside it, power of
-/// two choices: two different endpoints drawn in proportion to weight, the less loaded one
-/// wins (a tie keeps the first). `draws` are three numbers in [0, 1). Ejected endpoints are
-/// never drawn unless every endpoint is ejected, in which case all are eligible again
+/// two choices: two different endpoints drawn in proportion to weight, and the second wins
+/// only if it is clearly (20 %) less loaded, so alike endpoints share by weight. `draws`
+/// are three numbers in [0, 1). Ejected endpoints are never drawn unless every endpoint is ejected, in which case all are eligible again
 /// (fail open: a guess beats a certain failure).
 pub fn choose(candidates: &[Candidate], draws: (f64, f64, f64)) -> Option<usize> {
     let any_available = candidates.iter().any(|c| c.weight > 0 && c.available);
@@ -159,12 +164,19 @@ pub fn choose(candidates: &[Candidate], draws: (f64, f64, f64)) -> Option<usize>
     let Some(b) = draw(draws.2, &others) else {
         return Some(a);
     };
-    Some(if candidates[b].load < candidates[a].load {
-        b
-    } else {
-        a
-    })
+    // Loads within 20 % of each other are equal: measurement noise must not override the
+    // weights between endpoints that perform alike.
+    Some(
+        if candidates[b].load < candidates[a].load * CLEARLY_BETTER {
+            b
+        } else {
+            a
+        },
+    )
 }
+
+/// How much lower a load must be to beat the first draw.
+const CLEARLY_BETTER: f64 = 0.8;
 
 /// The live state of one endpoint, shared by every connection that uses it.
 #[derive(Debug)]
@@ -179,10 +191,10 @@ pub struct EndpointState {
 }
 
 impl EndpointState {
-    fn new(endpoint: Endpoint, now: Instant) -> Self {
+    fn new(endpoint: Endpoint, ewma: PeakEwma) -> Self {
         EndpointState {
             endpoint,
-            ewma: Mutex::new(PeakEwma::new(now)),
+            ewma: Mutex::new(ewma),
             pending: AtomicUsize::new(0),
             active: AtomicUsize::new(0),
             accrual: Mutex::new(Accrual::new()),
@@ -193,10 +205,7 @@ impl EndpointState {
     /// Marks one request in flight until the guard drops.
     pub fn start_request(self: &Arc<Self>) -> Pending {
         self.pending.fetch_add(1, Ordering::Relaxed);
-        Pending {
-            ep: self.clone(),
-            started: Instant::now(),
-        }
+        Pending { ep: self.clone() }
     }
 
     /// Marks one connection open until the guard drops.
@@ -218,13 +227,13 @@ impl EndpointState {
 #[derive(Debug)]
 pub struct Pending {
     ep: Arc<EndpointState>,
-    started: Instant,
 }
 
 impl Pending {
-    /// The response headers arrived: record the latency.
-    pub fn responded(&self) {
-        lock(&self.ep.ewma).observe(self.started.elapsed(), Instant::now());
+    /// The response headers arrived `rtt` after the request was sent (connection setup
+    /// excluded: a handshake must not make an endpoint look slow for seconds).
+    pub fn responded(&self, rtt: Duration) {
+        lock(&self.ep.ewma).observe(rtt, Instant::now());
     }
 }
 
@@ -275,9 +284,20 @@ impl Balancer {
             Err(p) => p.into_inner(),
         };
         let old: Vec<Arc<EndpointState>> = std::mem::take(&mut *eps);
+        // New endpoints start at their peers' mean latency: neither shunned nor stampeded.
+        let start = if old.is_empty() {
+            DEFAULT_RTT.as_secs_f64() * 1000.0
+        } else {
+            old.iter().map(|e| e.latency_ms()).sum::<f64>() / old.len() as f64
+        };
         for e in &snapshot.endpoints {
             let kept = old.iter().find(|s| s.endpoint == *e).cloned();
-            eps.push(kept.unwrap_or_else(|| Arc::new(EndpointState::new(e.clone(), now))));
+            eps.push(kept.unwrap_or_else(|| {
+                Arc::new(EndpointState::new(
+                    e.clone(),
+                    PeakEwma::starting_at(start, now),
+                ))
+            }));
         }
         drop(eps);
         match self.route.write() {
@@ -300,17 +320,24 @@ impl Balancer {
         }
     }
 
-    /// Picks an endpoint for one HTTP request.
-    pub fn pick_request(&self) -> Option<Arc<EndpointState>> {
-        self.pick(|e| e.latency_ms() * (e.pending.load(Ordering::Relaxed) as f64 + 1.0))
+    /// Picks an endpoint for one HTTP request, avoiding those already `tried` for it
+    /// (unless nothing else is left).
+    pub fn pick_request(&self, tried: &[SocketAddr]) -> Option<Arc<EndpointState>> {
+        self.pick(tried, |e| {
+            e.latency_ms() * (e.pending.load(Ordering::Relaxed) as f64 + 1.0)
+        })
     }
 
     /// Picks an endpoint for one opaque connection.
-    pub fn pick_connection(&self) -> Option<Arc<EndpointState>> {
-        self.pick(|e| e.active.load(Ordering::Relaxed) as f64 + 1.0)
+    pub fn pick_connection(&self, tried: &[SocketAddr]) -> Option<Arc<EndpointState>> {
+        self.pick(tried, |e| e.active.load(Ordering::Relaxed) as f64 + 1.0)
     }
 
-    fn pick(&self, load: impl Fn(&EndpointState) -> f64) -> Option<Arc<EndpointState>> {
+    fn pick(
+        &self,
+        tried: &[SocketAddr],
+        load: impl Fn(&EndpointState) -> f64,
+    ) -> Option<Arc<EndpointState>> {
         let eps = self.endpoints();
         let now = Instant::now();
         let mut groups: Vec<Option<&str>> = Vec::new();
@@ -329,7 +356,7 @@ impl Balancer {
                 },
                 weight: e.endpoint.weight,
                 load: load(e),
-                available: lock(&e.accrual).available(now),
+                available: lock(&e.accrual).available(now) && !tried.contains(&e.endpoint.addr),
             })
             .collect();
         let draws = {
@@ -389,10 +416,20 @@ mod tests {
                 (0.1, 0.1, 0.99),
                 Some(2),
             ),
-            // A tie keeps the first draw.
+            // A tie, or a difference within 20 %, keeps the first draw.
             (
                 vec![c(1, 2.0, true), c(1, 2.0, true)],
                 (0.1, 0.9, 0.0),
+                Some(1),
+            ),
+            (
+                vec![c(1, 2.0, true), c(1, 1.7, true)],
+                (0.1, 0.1, 0.0),
+                Some(0),
+            ),
+            (
+                vec![c(1, 2.0, true), c(1, 1.5, true)],
+                (0.1, 0.1, 0.0),
                 Some(1),
             ),
             // Ejected endpoints are skipped…

@@ -23,11 +23,12 @@ pub async fn forward<T: Io>(
         None => (connect_route(shared, route, Protocol::Opaque).await?, None),
         Some(b) => {
             // A Service: the least-loaded endpoint; another one if it cannot be reached.
-            let mut attempt = 0;
+            let mut tried = Vec::new();
             loop {
                 let ep =
-                    b.0.pick_connection()
+                    b.0.pick_connection(&tried)
                         .ok_or_else(|| ProxyError::NoEndpoints(b.0.name.clone()))?;
+                tried.push(ep.endpoint.addr);
                 let endpoint_route = route::endpoint(&ep.endpoint, shared.tls.is_some());
                 match connect_route(shared, &endpoint_route, Protocol::Opaque).await {
                     Ok(io) => {
@@ -36,8 +37,7 @@ pub async fn forward<T: Io>(
                     }
                     Err(e) => {
                         ep.record(false);
-                        attempt += 1;
-                        if attempt >= MAX_ENDPOINT_ATTEMPTS {
+                        if tried.len() >= MAX_ENDPOINT_ATTEMPTS {
                             return Err(e);
                         }
                         tracing::debug!(endpoint = %ep.endpoint.addr, "connect failed, trying another endpoint: {e}");

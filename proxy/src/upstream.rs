@@ -73,6 +73,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     }
 }
 
+/// A response, the connection to give back when it has been read, and the time from
+/// sending the request to its response headers.
+pub type Sent = (Response<Incoming>, Option<Checkout>, Duration);
+
 /// Upstream connections to one target.
 #[derive(Debug, Default)]
 pub struct Pool {
@@ -110,7 +114,7 @@ impl Pool {
         protocol: Protocol,
         req: Request<ReqBody>,
         upgrade: bool,
-    ) -> Result<(Response<Incoming>, Option<Checkout>), ProxyError> {
+    ) -> Result<Sent, ProxyError> {
         match protocol {
             Protocol::Http2 => {
                 let mut sender = {
@@ -125,7 +129,9 @@ impl Pool {
                     }
                 };
                 sender.ready().await?;
-                Ok((sender.send_request(req).await?, None))
+                let sent = Instant::now();
+                let rsp = sender.send_request(req).await?;
+                Ok((rsp, None, sent.elapsed()))
             }
             _ => {
                 let mut sender = loop {
@@ -140,13 +146,15 @@ impl Pool {
                         None => break connect_http1(shared, route).await?,
                     }
                 };
+                let sent = Instant::now();
                 let rsp = sender.send_request(req).await?;
+                let rtt = sent.elapsed();
                 // An upgraded connection is the tunnel's now; never reuse it.
                 let checkout = (!upgrade).then(|| Checkout {
                     pool: self.clone(),
                     sender: Some(sender),
                 });
-                Ok((rsp, checkout))
+                Ok((rsp, checkout, rtt))
             }
         }
     }
@@ -223,14 +231,16 @@ impl Upstream {
                 protocol,
                 pool,
             } => {
-                pool.send(
-                    shared,
-                    route,
-                    *protocol,
-                    req.map(ReqBody::Streaming),
-                    upgrade,
-                )
-                .await
+                let (rsp, checkout, _) = pool
+                    .send(
+                        shared,
+                        route,
+                        *protocol,
+                        req.map(ReqBody::Streaming),
+                        upgrade,
+                    )
+                    .await?;
+                Ok((rsp, checkout))
             }
             Upstream::Balanced {
                 shared,
@@ -267,7 +277,7 @@ async fn send_balanced(
     let body_upper = req.body().size_hint().upper();
     if upgrade || !retry::retryable(retry_on, req.method(), body_upper) {
         let ep = balancer
-            .pick_request()
+            .pick_request(&[])
             .ok_or_else(|| ProxyError::NoEndpoints(balancer.name.clone()))?;
         return attempt(
             shared,
@@ -288,10 +298,12 @@ async fn send_balanced(
         .map_err(|e| ProxyError::Body(e.to_string()))?
         .to_bytes();
     let mut last_err = None;
+    let mut tried = Vec::with_capacity(retry::MAX_ATTEMPTS);
     for n in 0..retry::MAX_ATTEMPTS {
         let ep = balancer
-            .pick_request()
+            .pick_request(&tried)
             .ok_or_else(|| ProxyError::NoEndpoints(balancer.name.clone()))?;
+        tried.push(ep.endpoint.addr);
         let mut req = Request::from_parts(parts.clone(), ReqBody::Buffered(Some(bytes.clone())));
         *req.extensions_mut() = http::Extensions::new();
         let last = n + 1 == retry::MAX_ATTEMPTS;
@@ -332,13 +344,15 @@ async fn attempt(
 ) -> Result<(Response<Incoming>, Option<Checkout>), ProxyError> {
     let pending = ep.start_request();
     let route = route::endpoint(&ep.endpoint, has_identity);
-    let result = ep.pool.send(shared, &route, protocol, req, upgrade).await;
-    match &result {
-        Ok((rsp, _)) => {
-            pending.responded();
+    match ep.pool.send(shared, &route, protocol, req, upgrade).await {
+        Ok((rsp, checkout, rtt)) => {
+            pending.responded(rtt);
             ep.record(!rsp.status().is_server_error());
+            Ok((rsp, checkout))
         }
-        Err(_) => ep.record(false),
+        Err(e) => {
+            ep.record(false);
+            Err(e)
+        }
     }
-    result
 }
