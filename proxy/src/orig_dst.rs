@@ -48,16 +48,31 @@ const IP6T_SO_ORIGINAL_DST: libc::c_int = 80;
 impl OrigDst for SoOriginalDst {
     fn orig_dst(&self, socket: &TcpStream) -> io::Result<SocketAddr> {
         let fd = socket.as_raw_fd();
-        match socket.local_addr()? {
+        let local = socket.local_addr()?;
+        let res = match local {
             SocketAddr::V4(_) => original_dst_v4(fd),
-            SocketAddr::V6(local) => {
+            SocketAddr::V6(l) => {
                 // An IPv4 peer on a dual-stack socket is still redirected by iptables (v4).
-                if local.ip().to_ipv4_mapped().is_some() {
+                if l.ip().to_ipv4_mapped().is_some() {
                     original_dst_v4(fd)
                 } else {
                     original_dst_v6(fd)
                 }
             }
+        };
+        match res {
+            // No NAT entry: nothing redirected this connection, so it was sent here directly
+            // (a meshed peer dialling the inbound port). ENOPROTOOPT: no netfilter support
+            // (or qemu-user, which does not emulate the option); the same holds.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOENT) | Some(libc::ENOPROTOOPT)
+                ) =>
+            {
+                Ok(local)
+            }
+            other => other,
         }
     }
 }

@@ -253,3 +253,14 @@ async fn a_client_resetting_mid_body_frees_the_connection() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn a_connection_nobody_redirected_reports_its_own_address() {
+    use weft_proxy::orig_dst::{OrigDst, SoOriginalDst};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _client = TcpStream::connect(addr).await.unwrap();
+    let (accepted, _) = listener.accept().await.unwrap();
+    // No NAT entry (or no netfilter): the original destination is where it arrived.
+    assert_eq!(SoOriginalDst.orig_dst(&accepted).unwrap(), addr);
+}
