@@ -1,6 +1,7 @@
 //! Command-line arguments, parsed with argh. Each subcommand's flags live here so `--help`
 //! is the reference; the behaviour lives in the subcommand's module.
 
+use crate::discovery::{parse_backend, Backend};
 use crate::duration::parse_duration;
 use argh::FromArgs;
 use std::net::SocketAddr;
@@ -21,11 +22,13 @@ pub enum Command {
     Controller(ControllerArgs),
     Demo(DemoArgs),
     Identity(IdentityArgs),
+    LabApp(LabAppArgs),
     Version(VersionArgs),
 }
 
-/// Run the control plane. Today: the identity service, which signs a short-lived
-/// certificate for every proxy that presents a valid token (see docs/identity.md).
+/// Run the control plane: the identity service, which signs a short-lived certificate for
+/// every proxy that presents a valid token (docs/identity.md), and the destination API,
+/// which tells proxies what each address is (docs/discovery.md).
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "controller")]
 pub struct ControllerArgs {
@@ -33,9 +36,19 @@ pub struct ControllerArgs {
     /// generate`), or a cert-manager Secret's ca.crt, tls.crt and tls.key
     #[argh(option)]
     pub identity_dir: PathBuf,
-    /// the file backend's config (YAML): the token registry (`tokens:`); see docs/identity.md
+    /// the config file (YAML): the token registry (`tokens:`) and, with `--discovery
+    /// file`, the `workloads:` and `services:`; edits to the latter apply without a
+    /// restart (docs/identity.md, docs/discovery.md)
     #[argh(option)]
     pub config: PathBuf,
+    /// where workloads and services come from: `file` (the --config file, watched) or
+    /// `kubernetes` (default file)
+    #[argh(option, from_str_fn(parse_backend), default = "Backend::File")]
+    pub discovery: Backend,
+    /// with `--discovery kubernetes`: the kubeconfig to use (default: the in-cluster
+    /// service account, else $KUBECONFIG or ~/.kube/config)
+    #[argh(option)]
+    pub kubeconfig: Option<PathBuf>,
     /// where proxies reach the controller over HTTP/2 + TLS (default 0.0.0.0:8086; port 0
     /// picks a free port, printed at start)
     #[argh(option, default = "default_proxy_api_addr()")]
@@ -122,20 +135,120 @@ pub struct GenerateArgs {
     pub force: bool,
 }
 
-/// Run a local demo mesh on loopback: a client proxy and a server proxy in front of a demo
-/// web app, with live traffic and golden metrics. Needs no cluster and no root.
+/// Build a real mesh on this machine and show it working: the controller and five pods in
+/// network namespaces, weft-init's iptables rules, proxies with certificates, a Service
+/// balanced over two backends, a server-speaks-first database, a Job; then golden metrics
+/// and the identities behind every edge. Needs root; `--loopback` runs a smaller version
+/// (two proxies on loopback, no iptables) without it.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "demo")]
 pub struct DemoArgs {
-    /// stop after this many requests (default: run until Ctrl-C)
+    /// how long to send traffic (default 10s)
+    #[argh(
+        option,
+        default = "std::time::Duration::from_secs(10)",
+        from_str_fn(duration)
+    )]
+    pub duration: std::time::Duration,
+    /// requests per second sent by the demo client (default 20)
+    #[argh(option, default = "20")]
+    pub rate: u32,
+    /// write everything the demo saw as JSON to this file
+    #[argh(option)]
+    pub report: Option<std::path::PathBuf>,
+    /// run the proxy, init and app binaries through this program (e.g. qemu-aarch64-static
+    /// for aarch64 builds)
+    #[argh(option)]
+    pub runner: Option<String>,
+    /// take weft, weft-proxy, weft-init and weft-await from this directory (with --runner:
+    /// e.g. target/aarch64-unknown-linux-musl/debug)
+    #[argh(option)]
+    pub bin_dir: Option<std::path::PathBuf>,
+    /// work directory for certificates, config and logs (default: a new one under /tmp)
+    #[argh(option)]
+    pub dir: Option<std::path::PathBuf>,
+    /// the no-root version: two proxies on loopback with fixed destinations
+    #[argh(switch)]
+    pub loopback: bool,
+    /// with --loopback: stop after this many requests (default: run until Ctrl-C)
     #[argh(option)]
     pub requests: Option<u64>,
-    /// requests per second sent by the demo client (default 5)
-    #[argh(option, default = "5")]
-    pub rate: u32,
-    /// seconds between golden-metrics summaries (default 5)
+    /// with --loopback: seconds between golden-metrics summaries (default 5)
     #[argh(option, default = "5")]
     pub report_every: u64,
+}
+
+/// Apps for `weft demo` and the end-to-end tests, run inside the lab's pods.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "lab-app")]
+pub struct LabAppArgs {
+    #[argh(subcommand)]
+    pub app: LabApp,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum LabApp {
+    Http(LabHttp),
+    Banner(LabBanner),
+    Load(LabLoad),
+    Probe(LabProbe),
+}
+
+/// An HTTP server answering `NAME path=… xff=… peer=…`.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "http")]
+pub struct LabHttp {
+    /// the name it answers with
+    #[argh(option)]
+    pub name: String,
+    /// address to listen on
+    #[argh(option)]
+    pub listen: std::net::SocketAddr,
+}
+
+/// A server that speaks first: a banner line on connect, then one echo.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "banner")]
+pub struct LabBanner {
+    /// the banner
+    #[argh(option)]
+    pub text: String,
+    /// address to listen on
+    #[argh(option)]
+    pub listen: std::net::SocketAddr,
+}
+
+/// Sends GETs at a steady rate and prints a JSON report.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "load")]
+pub struct LabLoad {
+    /// http://IP:PORT/path
+    #[argh(option)]
+    pub url: String,
+    /// requests per second
+    #[argh(option, default = "20")]
+    pub rate: u32,
+    /// how long
+    #[argh(
+        option,
+        default = "std::time::Duration::from_secs(5)",
+        from_str_fn(duration)
+    )]
+    pub duration: std::time::Duration,
+}
+
+/// Connects, prints the first line the server sends, exits.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "probe")]
+pub struct LabProbe {
+    /// IP:PORT
+    #[argh(option)]
+    pub addr: std::net::SocketAddr,
+}
+
+fn duration(s: &str) -> Result<std::time::Duration, String> {
+    crate::duration::parse_duration(s)
 }
 
 /// Print the version.

@@ -4,8 +4,11 @@
 mod cli;
 mod controller;
 mod demo;
+mod destination;
+mod discovery;
 mod duration;
 mod identity;
+mod lab;
 mod shutdown;
 mod tls;
 
@@ -15,7 +18,9 @@ fn main() -> ExitCode {
     let cli: cli::Cli = argh::from_env();
     match cli.command {
         cli::Command::Controller(args) => controller::main(args),
-        cli::Command::Demo(args) => demo::main(args),
+        cli::Command::Demo(args) if args.loopback => demo::main(args),
+        cli::Command::Demo(args) => lab::demo::main(args),
+        cli::Command::LabApp(args) => lab::apps::main(args),
         cli::Command::Identity(args) => match args.command {
             cli::IdentityCommand::Generate(args) => identity::generate::main(args),
         },

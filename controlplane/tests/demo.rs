@@ -5,7 +5,7 @@ use std::process::Command;
 #[test]
 fn demo_serves_requests_through_two_proxies() {
     let out = Command::new(env!("CARGO_BIN_EXE_weft"))
-        .args(["demo", "--requests", "6", "--rate", "50"])
+        .args(["demo", "--loopback", "--requests", "6", "--rate", "50"])
         .output()
         .expect("run weft demo");
     let stdout = String::from_utf8_lossy(&out.stdout);

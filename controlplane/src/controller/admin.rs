@@ -1,6 +1,9 @@
 //! The controller's admin server (plain HTTP/1, off unless `--admin-addr` is given):
 //! `/live`, `/ready` and `/metrics`, for probes and Prometheus.
 
+use crate::destination::metrics::DestinationMetrics;
+use crate::discovery::index::SharedIndex;
+use crate::discovery::metrics::DiscoveryMetrics;
 use crate::identity::metrics::IdentityMetrics;
 use crate::shutdown::ShutdownSignal;
 use bytes::Bytes;
@@ -16,10 +19,31 @@ use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, warn};
 
+/// Every part's metrics, rendered together on `/metrics`.
+#[derive(Debug, Clone)]
+pub struct AdminMetrics {
+    pub identity: Arc<IdentityMetrics>,
+    pub destination: Arc<DestinationMetrics>,
+    pub discovery: Arc<DiscoveryMetrics>,
+    pub index: SharedIndex,
+    /// True once discovery has its first complete state (`/ready` waits for it).
+    pub discovery_ready: tokio::sync::watch::Receiver<bool>,
+}
+
+impl AdminMetrics {
+    /// All metrics, in Prometheus text format.
+    pub fn render_to_string(&self) -> String {
+        let mut out = self.identity.render_to_string();
+        let _ = self.discovery.render(&self.index, &mut out);
+        let _ = self.destination.render(&self.index, &mut out);
+        out
+    }
+}
+
 /// Binds and serves until shutdown. Returns the bound address.
 pub async fn serve(
     addr: SocketAddr,
-    metrics: Arc<IdentityMetrics>,
+    metrics: Arc<AdminMetrics>,
     mut shutdown: ShutdownSignal,
 ) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
     let listener = TcpListener::bind(addr).await?;
@@ -73,17 +97,23 @@ pub async fn serve(
 }
 
 /// Routes one admin request.
-pub fn handle(req: &Request<Incoming>, metrics: &IdentityMetrics) -> Response<Full<Bytes>> {
+pub fn handle(req: &Request<Incoming>, metrics: &AdminMetrics) -> Response<Full<Bytes>> {
     route(req.method(), req.uri().path(), metrics)
 }
 
-fn route(method: &Method, path: &str, metrics: &IdentityMetrics) -> Response<Full<Bytes>> {
+fn route(method: &Method, path: &str, metrics: &AdminMetrics) -> Response<Full<Bytes>> {
     if method != Method::GET && method != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".to_string());
     }
     match path {
         "/live" => text(StatusCode::OK, "live\n".to_string()),
-        "/ready" => text(StatusCode::OK, "ready\n".to_string()),
+        "/ready" if *metrics.discovery_ready.borrow() => {
+            text(StatusCode::OK, "ready\n".to_string())
+        }
+        "/ready" => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: discovery has not synced yet\n".to_string(),
+        ),
         "/metrics" => {
             let mut rsp = text(StatusCode::OK, metrics.render_to_string());
             rsp.headers_mut().insert(
@@ -115,8 +145,16 @@ mod tests {
 
     #[test]
     fn routes() {
-        let m = IdentityMetrics::default();
-        m.issued();
+        let m = AdminMetrics {
+            identity: Arc::default(),
+            destination: Arc::default(),
+            discovery: Arc::default(),
+            index: SharedIndex::new(crate::discovery::index::Index::new(
+                crate::discovery::index::tests::config(),
+            )),
+            discovery_ready: tokio::sync::watch::channel(true).1,
+        };
+        m.identity.issued();
         let cases = [
             (Method::GET, "/live", 200, "live"),
             (Method::GET, "/ready", 200, "ready"),
@@ -126,6 +164,13 @@ mod tests {
                 200,
                 "identity_certificates_issued_total 1",
             ),
+            (
+                Method::GET,
+                "/metrics",
+                200,
+                "\ndestination_streams_active 0\n",
+            ),
+            (Method::GET, "/metrics", 200, "\ndiscovery_services 0\n"),
             (Method::GET, "/nope", 404, "not found"),
             (Method::POST, "/metrics", 405, "GET only"),
         ];
@@ -135,6 +180,21 @@ mod tests {
             let bytes = futures_body(rsp);
             assert!(bytes.contains(body), "{method} {path}: {bytes}");
         }
+        // Until discovery has synced, not ready (but live).
+        let syncing = AdminMetrics {
+            discovery_ready: tokio::sync::watch::channel(false).1,
+            ..m
+        };
+        let rsp = route(&Method::GET, "/ready", &syncing);
+        assert_eq!(rsp.status().as_u16(), 503);
+        assert_eq!(
+            futures_body(rsp),
+            "not ready: discovery has not synced yet\n"
+        );
+        assert_eq!(
+            route(&Method::GET, "/live", &syncing).status().as_u16(),
+            200
+        );
     }
 
     fn futures_body(rsp: Response<Full<Bytes>>) -> String {

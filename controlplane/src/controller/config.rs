@@ -1,14 +1,16 @@
 //! The file backend's config file (`weft controller --config FILE`).
 //!
-//! One YAML file describes a mesh without Kubernetes. Today it holds the identity token
-//! registry (`tokens:`); the discovery backend adds `services:` and `workloads:` to the
-//! same file. Unknown top-level keys are accepted (and logged at debug), so a file written
-//! for a newer controller still loads; unknown keys *inside* an entry are refused, so a
-//! typo such as `serviceAcount` is caught instead of silently ignored.
+//! One YAML file describes a mesh without Kubernetes: the identity token registry
+//! (`tokens:`) and the file discovery backend's `workloads:` and `services:` (their schema
+//! and checks live in [`crate::discovery::file`]). Unknown top-level keys are accepted
+//! (and logged at debug), so a file written for a newer controller still loads; unknown
+//! keys *inside* an entry are refused, so a typo such as `serviceAcount` is caught instead
+//! of silently ignored.
 
+use crate::discovery::file::{ServiceSpec, WorkloadSpec};
 use crate::identity::tokens::TokenEntry;
 use serde::Deserialize;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// The parsed file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -16,13 +18,19 @@ pub struct FileConfig {
     /// Bearer tokens proxies present to get a certificate.
     #[serde(default)]
     pub tokens: Vec<TokenEntry>,
+    /// Pods or hosts that may run a proxy (file discovery backend).
+    #[serde(default)]
+    pub workloads: Vec<WorkloadSpec>,
+    /// Virtual addresses in front of workloads or listed endpoints (file discovery backend).
+    #[serde(default)]
+    pub services: Vec<ServiceSpec>,
     /// Top-level keys this controller does not know (reported, not refused).
     #[serde(skip)]
     pub unknown_keys: Vec<String>,
 }
 
 /// The top-level keys this controller reads.
-const KNOWN_KEYS: &[&str] = &["tokens"];
+const KNOWN_KEYS: &[&str] = &["tokens", "workloads", "services"];
 
 /// Why the config file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -38,18 +46,6 @@ pub enum ConfigFileError {
 }
 
 impl FileConfig {
-    /// Reads and parses the file at `path`.
-    pub fn load(path: &Path) -> Result<Self, ConfigFileError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::parse(&text).map_err(|message| ConfigFileError::Parse {
-            path: path.to_path_buf(),
-            message,
-        })
-    }
-
     /// Parses YAML text. An empty document is an empty config.
     pub fn parse(text: &str) -> Result<Self, String> {
         let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
@@ -86,9 +82,9 @@ tokens:
   - token: s3cret
     serviceAccount: web
     namespace: apps
-services:
-  - name: web
+services: []
 workloads: []
+policies: []
 "#,
         )
         .unwrap();
@@ -100,7 +96,7 @@ workloads: []
                 namespace: "apps".into(),
             }]
         );
-        assert_eq!(c.unknown_keys, ["services", "workloads"]);
+        assert_eq!(c.unknown_keys, ["policies"]);
     }
 
     #[test]

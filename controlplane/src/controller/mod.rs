@@ -1,37 +1,45 @@
 //! `weft controller`: the control plane, one process.
 //!
-//! Today it runs the identity service; discovery, destination, policy, the injector and
-//! stats join as modules wired here. This module only wires: it reads the flags into a
-//! [`Config`], loads the files, starts each part ([`start`] returns a [`Controller`] with
-//! the bound addresses, so tests can use port 0, and [`Controller::shutdown`]), and waits
-//! for SIGTERM/SIGINT.
+//! Today it runs the identity service, discovery (the file backend) and the destination
+//! API; policy, the injector and stats join as modules wired here. This module only
+//! wires: it reads the flags into a [`Config`], loads the files, starts each part
+//! ([`start`] returns a [`Controller`] with the bound addresses, so tests can use port 0,
+//! and [`Controller::shutdown`]), and waits for SIGTERM/SIGINT.
 
 pub mod admin;
 pub mod config;
 
 use crate::cli::ControllerArgs;
+use crate::destination::metrics::DestinationMetrics;
+use crate::destination::server::DestinationService;
+use crate::discovery::file::{FileError, FileSource, FileWatch, ReloadStatus, POLL_INTERVAL};
+use crate::discovery::index::{Index, IndexConfig, SharedIndex};
+use crate::discovery::metrics::DiscoveryMetrics;
+use crate::discovery::Backend;
 use crate::duration::date_time;
 use crate::identity::ca::{Ca, CaError, IdentityFiles};
 use crate::identity::metrics::IdentityMetrics;
 use crate::identity::server::{
     run_identity_server, IdentityServer, IdentityServerConfig, ServerError,
 };
-use crate::identity::tokens::{TokenRegistry, TokensError};
 use crate::shutdown::Shutdown;
-use config::{ConfigFileError, FileConfig};
+use admin::AdminMetrics;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// Exit code for a bad flag or file (sysexits `EX_CONFIG`, as the proxy uses).
 pub const EXIT_CONFIG: u8 = 78;
 /// Exit code when a port cannot be bound (sysexits `EX_OSERR`).
 pub const EXIT_OS: u8 = 71;
+/// Exit code when a part of the controller stopped by itself (sysexits `EX_SOFTWARE`).
+pub const EXIT_SOFTWARE: u8 = 70;
 
 /// An issuer closer than this to its expiry is warned about at start.
 pub const ISSUER_EXPIRY_WARNING: time::Duration = time::Duration::days(30);
@@ -41,6 +49,9 @@ pub const ISSUER_EXPIRY_WARNING: time::Duration = time::Duration::days(30);
 pub struct Config {
     pub identity_dir: PathBuf,
     pub config_file: PathBuf,
+    pub discovery: Backend,
+    /// With `--discovery kubernetes`: a kubeconfig to use instead of the defaults.
+    pub kubeconfig: Option<PathBuf>,
     pub proxy_api_addr: SocketAddr,
     pub admin_addr: Option<SocketAddr>,
     pub leaf_lifetime: Duration,
@@ -54,6 +65,8 @@ impl From<&ControllerArgs> for Config {
         Self {
             identity_dir: a.identity_dir.clone(),
             config_file: a.config.clone(),
+            discovery: a.discovery,
+            kubeconfig: a.kubeconfig.clone(),
             proxy_api_addr: a.proxy_api_addr,
             admin_addr: a.admin_addr,
             leaf_lifetime: a.leaf_lifetime,
@@ -72,13 +85,13 @@ pub enum ControllerError {
     #[error("{0}")]
     Ca(#[from] CaError),
     #[error("{0}")]
-    ConfigFile(#[from] ConfigFileError),
-    #[error("config file {path}: {source}")]
-    Tokens {
-        path: PathBuf,
-        #[source]
-        source: TokensError,
-    },
+    File(#[from] FileError),
+    #[cfg(not(feature = "kubernetes"))]
+    #[error("--discovery kubernetes: this weft was built without the kubernetes feature; use --discovery file (see docs/discovery.md)")]
+    KubernetesUnavailable,
+    #[cfg(feature = "kubernetes")]
+    #[error("--discovery kubernetes: {0}")]
+    Kubernetes(#[from] crate::discovery::kubernetes::KubernetesError),
     #[error("proxy API: {0}")]
     Server(#[from] ServerError),
     #[error("admin server: cannot listen on {addr}: {source}")]
@@ -108,18 +121,42 @@ pub struct Controller {
     /// Where the admin server listens, if it was asked for.
     pub admin_addr: Option<SocketAddr>,
     pub metrics: Arc<IdentityMetrics>,
+    pub destination_metrics: Arc<DestinationMetrics>,
+    /// The discovery index the destination API serves from (read by in-process tests).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub index: SharedIndex,
+    /// What the config-file watcher has applied or refused (read by in-process tests).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub discovery_status: watch::Receiver<ReloadStatus>,
     shutdown: Shutdown,
     identity: IdentityServer,
+    /// The backend's task (the file watcher, or the Kubernetes watches).
+    discovery: Option<JoinHandle<()>>,
     admin: Option<JoinHandle<()>>,
 }
 
 impl Controller {
-    /// Stops accepting, drains requests in flight (up to the grace period), and returns.
+    /// Stops accepting, ends destination streams, drains requests in flight (up to the
+    /// grace period), and returns.
     pub async fn shutdown(self) {
         self.shutdown.trigger();
         self.identity.wait().await;
+        if let Some(discovery) = self.discovery {
+            let _ = discovery.await;
+        }
         if let Some(admin) = self.admin {
             let _ = admin.await;
+        }
+    }
+
+    /// Resolves if the discovery backend stops on its own (it only should at shutdown).
+    pub async fn discovery_stopped(&mut self) {
+        match self.discovery.as_mut() {
+            Some(task) => {
+                let _ = task.await;
+                self.discovery = None;
+            }
+            None => std::future::pending().await,
         }
     }
 }
@@ -148,19 +185,16 @@ pub async fn start(config: &Config) -> Result<Controller, ControllerError> {
         );
     }
 
-    let file = FileConfig::load(&config.config_file)?;
+    let index_config = IndexConfig {
+        control_plane_namespace: config.control_plane_namespace.clone(),
+        trust_domain: config.trust_domain.clone(),
+    };
+    let mut source = FileSource::new(&config.config_file);
+    let file = crate::discovery::file::load(&mut source, &index_config).await?;
     if !file.unknown_keys.is_empty() {
         debug!(keys = ?file.unknown_keys, "config file: keys this controller does not read yet");
     }
-    let tokens = TokenRegistry::new(
-        &file.tokens,
-        &config.control_plane_namespace,
-        &config.trust_domain,
-    )
-    .map_err(|source| ControllerError::Tokens {
-        path: config.config_file.clone(),
-        source,
-    })?;
+    let tokens = file.tokens;
     if tokens.is_empty() {
         warn!(
             "config file {} lists no tokens: every certificate request will be refused",
@@ -174,8 +208,71 @@ pub async fn start(config: &Config) -> Result<Controller, ControllerError> {
     metrics.set_issuer_expiry(ca.issuer_not_after().unix_timestamp());
     metrics.set_anchor_expiry(ca.anchor_not_after().unix_timestamp());
 
+    // Discovery: the index, fed by the chosen backend from here on.
+    let index = SharedIndex::new(Index::new(index_config.clone()));
+    let discovery_metrics = Arc::new(DiscoveryMetrics::default());
     let shutdown = Shutdown::new();
-    let identity = run_identity_server(
+    let (status_tx, discovery_status) = watch::channel(ReloadStatus::default());
+    let (ready_tx, discovery_ready) = watch::channel(false);
+    let watcher = match config.discovery {
+        Backend::File => {
+            if let Some(path) = &config.kubeconfig {
+                warn!(
+                    "--kubeconfig {} is only used with --discovery kubernetes",
+                    path.display()
+                );
+            }
+            info!(
+                workloads = file.state.workloads.len(),
+                services = file.state.services.len(),
+                file = %config.config_file.display(),
+                "discovery: file backend loaded; watching the file for edits"
+            );
+            index.lock().reset(file.state);
+            discovery_metrics.reloaded(now.unix_timestamp());
+            ready_tx.send_replace(true);
+            tokio::spawn(
+                FileWatch {
+                    source,
+                    config: index_config,
+                    interval: POLL_INTERVAL,
+                    index: index.clone(),
+                    metrics: discovery_metrics.clone(),
+                    tokens: file.token_entries,
+                    status: status_tx,
+                }
+                .run(shutdown.signal()),
+            )
+        }
+        #[cfg(feature = "kubernetes")]
+        Backend::Kubernetes => {
+            use crate::discovery::kubernetes;
+            if !file.state.workloads.is_empty() || !file.state.services.is_empty() {
+                warn!(
+                    "config file {}: workloads: and services: are ignored with --discovery kubernetes",
+                    config.config_file.display()
+                );
+            }
+            let client = kubernetes::client(config.kubeconfig.as_deref()).await?;
+            info!("discovery: kubernetes backend; watching namespaces, pods, services and endpointslices");
+            tokio::spawn(kubernetes::run(
+                client,
+                index.clone(),
+                ready_tx,
+                shutdown.signal(),
+            ))
+        }
+        #[cfg(not(feature = "kubernetes"))]
+        Backend::Kubernetes => return Err(ControllerError::KubernetesUnavailable),
+    };
+    let destination_metrics = Arc::new(DestinationMetrics::default());
+    let destination = DestinationService {
+        index: index.clone(),
+        metrics: destination_metrics.clone(),
+        shutdown: shutdown.signal(),
+    };
+
+    let identity = match run_identity_server(
         IdentityServerConfig {
             listen_addr: config.proxy_api_addr,
             ca: Arc::new(ca),
@@ -184,16 +281,33 @@ pub async fn start(config: &Config) -> Result<Controller, ControllerError> {
             controller_identity: controller_identity.clone(),
             shutdown_grace: config.shutdown_grace,
             metrics: metrics.clone(),
+            destination,
         },
         &shutdown,
     )
-    .await?;
+    .await
+    {
+        Ok(server) => server,
+        Err(e) => {
+            shutdown.trigger();
+            let _ = watcher.await;
+            return Err(e.into());
+        }
+    };
+    let admin_metrics = Arc::new(AdminMetrics {
+        identity: metrics.clone(),
+        destination: destination_metrics.clone(),
+        discovery: discovery_metrics.clone(),
+        index: index.clone(),
+        discovery_ready,
+    });
     let (admin_addr, admin) = match config.admin_addr {
-        Some(addr) => match admin::serve(addr, metrics.clone(), shutdown.signal()).await {
+        Some(addr) => match admin::serve(addr, admin_metrics, shutdown.signal()).await {
             Ok((bound, task)) => (Some(bound), Some(task)),
             Err(source) => {
                 shutdown.trigger();
                 identity.wait().await;
+                let _ = watcher.await;
                 return Err(ControllerError::Admin { addr, source });
             }
         },
@@ -209,8 +323,12 @@ pub async fn start(config: &Config) -> Result<Controller, ControllerError> {
         proxy_api_addr: identity.addr(),
         admin_addr,
         metrics,
+        destination_metrics,
+        index,
+        discovery_status,
         shutdown,
         identity,
+        discovery: Some(watcher),
         admin,
     })
 }
@@ -228,12 +346,12 @@ pub fn main(args: ControllerArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("weft controller: cannot start the runtime: {e}");
-            return ExitCode::from(70);
+            return ExitCode::from(EXIT_SOFTWARE);
         }
     };
     let config = Config::from(&args);
     runtime.block_on(async move {
-        let controller = match start(&config).await {
+        let mut controller = match start(&config).await {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("weft controller: {e}");
@@ -247,16 +365,26 @@ pub fn main(args: ControllerArgs) -> ExitCode {
         if let Some(addr) = controller.admin_addr {
             println!("weft controller: admin listening on {addr}");
         }
-        let signal = wait_for_signal().await;
+        // A discovery backend that stops on its own would leave proxies with a frozen
+        // view: exit (non-zero) so that the controller is restarted instead.
+        let (signal, code) = tokio::select! {
+            signal = wait_for_signal() => (signal, ExitCode::SUCCESS),
+            _ = controller.discovery_stopped() => {
+                error!("discovery stopped unexpectedly; shutting down so the controller is restarted");
+                ("discovery stopped", ExitCode::from(EXIT_SOFTWARE))
+            }
+        };
         info!(signal, "shutting down");
         let metrics = controller.metrics.clone();
+        let destination = controller.destination_metrics.clone();
         controller.shutdown().await;
         info!(
             issued_total = metrics.issued_total(),
             refused_total = metrics.refused_total(),
+            destination_streams_total = destination.streams_total(),
             "stopped"
         );
-        ExitCode::SUCCESS
+        code
     })
 }
 
@@ -334,6 +462,8 @@ mod tests {
             config: Config {
                 identity_dir: dir.clone(),
                 config_file,
+                discovery: Backend::File,
+                kubeconfig: None,
                 proxy_api_addr: "127.0.0.1:0".parse().unwrap(),
                 admin_addr: Some("127.0.0.1:0".parse().unwrap()),
                 leaf_lifetime,
@@ -524,6 +654,127 @@ mod tests {
         assert_eq!(err.exit_code(), EXIT_OS);
         assert!(
             err.to_string().starts_with("proxy API: cannot listen on"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn serves_destinations_and_ends_streams_on_shutdown() {
+        let f = fixture("destination", Duration::from_secs(3600));
+        let service = "services:\n  - {name: web, namespace: apps, clusterIPs: [198.19.0.10], ports: [{port: 80, targetPort: 8080}], selector: {app: web}}\n";
+        let workload = "workloads:\n  - {name: web-1, namespace: apps, serviceAccount: web, addresses: [198.18.0.1], labels: {app: web}}\n";
+        std::fs::write(&f.config.config_file, service).unwrap();
+        let controller = start(&f.config).await.unwrap();
+        let mut send = connect(controller.proxy_api_addr, &f.anchor_pem, CONTROLLER)
+            .await
+            .unwrap();
+        let req = http::Request::get(format!(
+            "https://weft-controller{}?addr=198.19.0.10:80",
+            weft_api::destination::DESTINATION_PATH
+        ))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+        let mut body = send.send_request(req).await.unwrap().into_body();
+        let line = |frame: Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>| {
+            let data = frame.unwrap().unwrap().into_data().unwrap();
+            serde_json::from_slice::<weft_api::destination::Update>(&data).unwrap()
+        };
+        let first = line(body.frame().await);
+        let weft_api::destination::Update::Snapshot(snapshot) = first else {
+            panic!("{first:?}")
+        };
+        assert!(snapshot.endpoints.is_empty());
+        assert_eq!(controller.index.lock().watched(), 1);
+        assert_eq!(controller.destination_metrics.streams_active(), 1);
+
+        // An edit lands in the index and on the stream.
+        std::fs::write(&f.config.config_file, format!("{service}{workload}")).unwrap();
+        let mut status = controller.discovery_status.clone();
+        tokio::time::timeout(Duration::from_secs(1), status.wait_for(|s| s.applied == 1))
+            .await
+            .unwrap()
+            .unwrap();
+        let add = line(body.frame().await);
+        assert!(
+            matches!(&add, weft_api::destination::Update::Add { endpoints } if endpoints.len() == 1),
+            "{add:?}"
+        );
+
+        // Shutdown ends the stream cleanly and does not wait for the grace period.
+        let started = std::time::Instant::now();
+        let metrics = controller.destination_metrics.clone();
+        let (_, rest) = tokio::join!(controller.shutdown(), body.collect());
+        assert!(
+            rest.is_ok(),
+            "the stream ends with END_STREAM, not an error"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(metrics.streams_active(), 0);
+    }
+
+    #[cfg(feature = "kubernetes")]
+    #[tokio::test]
+    async fn serves_destinations_from_kubernetes() {
+        use crate::discovery::kubernetes::fake_api::FakeApi;
+        use crate::discovery::kubernetes::tests::web_service_with_one_pod;
+        let fake = FakeApi::start().await.unwrap();
+        let vip = web_service_with_one_pod(&fake.client(), "apps").await;
+        let f = fixture("kubernetes", Duration::from_secs(3600));
+        let kubeconfig = f.dir.join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\ncurrent-context: fake\nclusters: [{{name: fake, cluster: {{server: '{}'}}}}]\ncontexts: [{{name: fake, context: {{cluster: fake, user: nobody}}}}]\nusers: [{{name: nobody, user: {{}}}}]\n",
+                fake.url()
+            ),
+        )
+        .unwrap();
+        let mut config = f.config.clone();
+        config.discovery = Backend::Kubernetes;
+        config.kubeconfig = Some(kubeconfig.clone());
+        let controller = start(&config).await.unwrap();
+        let admin = controller.admin_addr.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while http_get(admin, "/ready").await != "ready\n" {
+            assert!(std::time::Instant::now() < deadline, "not ready within 10s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut send = connect(controller.proxy_api_addr, &f.anchor_pem, CONTROLLER)
+            .await
+            .unwrap();
+        let req = http::Request::get(format!(
+            "https://weft-controller{}?addr={vip}",
+            weft_api::destination::DESTINATION_PATH
+        ))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+        let mut body = send.send_request(req).await.unwrap().into_body();
+        let data = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        let first: weft_api::destination::Update = serde_json::from_slice(&data).unwrap();
+        let weft_api::destination::Update::Snapshot(s) = first else {
+            panic!("{first:?}")
+        };
+        assert_eq!(s.service.as_deref(), Some("web.apps"));
+        assert_eq!(s.endpoints.len(), 1);
+        assert_eq!(
+            s.endpoints[0].identity.as_deref(),
+            Some("web.apps.serviceaccount.identity.weft.cluster.local")
+        );
+        controller.shutdown().await;
+
+        // A kubeconfig that does not load stops the start, naming the file.
+        std::fs::write(&kubeconfig, "clusters: 3\n").unwrap();
+        let err = start(&config).await.unwrap_err();
+        assert_eq!(err.exit_code(), EXIT_CONFIG);
+        assert!(
+            err.to_string().starts_with(&format!(
+                "--discovery kubernetes: kubeconfig {}: ",
+                kubeconfig.display()
+            )),
             "{err}"
         );
     }

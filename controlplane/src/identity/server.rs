@@ -10,20 +10,24 @@
 //!   (`weft-controller.<cp-ns>.serviceaccount.identity.<cp-ns>.<trust-domain>`), is issued
 //!   by the same issuer at start, and is renewed in place at 70 % of its lifetime.
 //!
-//! When the destination and policy APIs land they share this listener: the router in
-//! [`route`] grows more paths.
+//! The listener is the whole proxy API: the router in [`route`] sends
+//! `GET /weft.destination.v1/get` to the destination API
+//! ([`crate::destination::server`]) and everything else to the identity service; the
+//! policy API joins it the same way. HTTP/2 keep-alive pings find proxies that vanished
+//! without closing (a Pi losing power), so their destination streams are released.
 
 use super::ca::{whole_seconds, Ca, CaError, CLOCK_SKEW};
 use super::metrics::{IdentityMetrics, BAD_REQUEST};
 use super::tokens::TokenRegistry;
 use super::verify::{verify, IssueDecision, Refusal, VerifyConfig};
+use crate::destination::server::{ApiBody, DestinationService};
 use crate::duration::date_time;
 use crate::shutdown::{Shutdown, ShutdownSignal};
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::PrivateKeyDer;
@@ -38,12 +42,17 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, error, info, warn};
 use weft_api::certify::{CertifyRequest, CertifyResponse, ErrorResponse, CERTIFY_PATH};
+use weft_api::destination::DESTINATION_PATH;
 use weft_api::IdentityName;
 
 /// The largest request body read (a CSR is well under 1 KiB).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// A client that has not finished its TLS handshake in this time is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/2 pings on idle connections, and how long an answer may take before the
+/// connection (and its destination streams) is dropped.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +89,8 @@ pub struct IdentityServerConfig {
     /// How long shutdown waits for requests in flight.
     pub shutdown_grace: Duration,
     pub metrics: Arc<IdentityMetrics>,
+    /// The destination API, served on the same listener.
+    pub destination: DestinationService,
 }
 
 /// A running identity server; it stops when the [`Shutdown`] it was started with fires.
@@ -142,11 +153,14 @@ pub async fn run_identity_server(
         config.metrics.clone(),
         shutdown.signal(),
     ));
-    let service = Arc::new(IdentityService {
-        ca: config.ca,
-        tokens: config.tokens,
-        leaf_lifetime: config.leaf_lifetime,
-        metrics: config.metrics.clone(),
+    let service = Arc::new(ProxyApi {
+        identity: IdentityService {
+            ca: config.ca,
+            tokens: config.tokens,
+            leaf_lifetime: config.leaf_lifetime,
+            metrics: config.metrics.clone(),
+        },
+        destination: config.destination,
     });
     let task = tokio::spawn(accept_loop(
         listener,
@@ -294,13 +308,19 @@ impl IdentityService {
     }
 }
 
+/// Everything the proxy API serves.
+#[derive(Debug)]
+pub struct ProxyApi {
+    pub identity: IdentityService,
+    pub destination: DestinationService,
+}
+
 /// Routes one request on the proxy API.
-async fn route(
-    service: &IdentityService,
-    req: Request<Incoming>,
-    peer: SocketAddr,
-) -> Response<Full<Bytes>> {
-    service.handle(req, peer).await
+async fn route(api: &ProxyApi, req: Request<Incoming>, peer: SocketAddr) -> Response<ApiBody> {
+    if req.uri().path() == DESTINATION_PATH {
+        return api.destination.handle(req.method(), req.uri(), peer);
+    }
+    api.identity.handle(req, peer).await.map(BodyExt::boxed)
 }
 
 fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response<Full<Bytes>> {
@@ -323,7 +343,7 @@ fn error_response(status: StatusCode, error: String) -> Response<Full<Bytes>> {
 async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
-    service: Arc<IdentityService>,
+    service: Arc<ProxyApi>,
     metrics: Arc<IdentityMetrics>,
     mut shutdown: ShutdownSignal,
     grace: Duration,
@@ -373,7 +393,7 @@ async fn serve_connection(
     tcp: TcpStream,
     peer: SocketAddr,
     acceptor: TlsAcceptor,
-    service: Arc<IdentityService>,
+    service: Arc<ProxyApi>,
     metrics: Arc<IdentityMetrics>,
     mut shutdown: ShutdownSignal,
 ) {
@@ -396,6 +416,9 @@ async fn serve_connection(
         async move { Ok::<_, Infallible>(route(&service, req, peer).await) }
     });
     let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
         .serve_connection(TokioIo::new(tls), svc);
     tokio::pin!(conn);
     tokio::select! {
