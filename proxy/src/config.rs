@@ -33,6 +33,7 @@ pub const ENV_IDENTITY_CONTROLLER_NAME: &str = "WEFT_PROXY_IDENTITY_CONTROLLER_N
 pub const ENV_MESHED_ENDPOINTS: &str = "WEFT_PROXY_MESHED_ENDPOINTS";
 pub const ENV_TLS_HANDSHAKE_TIMEOUT: &str = "WEFT_PROXY_TLS_HANDSHAKE_TIMEOUT";
 pub const ENV_DISCOVERY_ENABLED: &str = "WEFT_PROXY_DISCOVERY_ENABLED";
+pub const ENV_INGRESS_MODE: &str = "WEFT_PROXY_INGRESS_MODE";
 
 pub const DEFAULT_INBOUND_LISTEN_ADDR: &str = "0.0.0.0:4143";
 pub const DEFAULT_OUTBOUND_LISTEN_ADDR: &str = "127.0.0.1:4140";
@@ -106,6 +107,8 @@ pub struct Config {
     pub tls_handshake_timeout: Duration,
     /// Ask the controller (the identity controller) about destinations.
     pub discovery_enabled: bool,
+    /// Route outbound HTTP requests by `weft-dst-override` / `l5d-dst-override`.
+    pub ingress_mode: bool,
 }
 
 /// A bad configuration value; the message names the variable and the value.
@@ -201,6 +204,7 @@ impl Config {
             meshed_endpoints: parse(env, ENV_MESHED_ENDPOINTS, "", parse_meshed_endpoints)?,
             tls_handshake_timeout: parse(env, ENV_TLS_HANDSHAKE_TIMEOUT, "5s", parse_duration)?,
             discovery_enabled: parse(env, ENV_DISCOVERY_ENABLED, "true", parse_bool)?,
+            ingress_mode: parse(env, ENV_INGRESS_MODE, "false", parse_bool)?,
         };
         Ok(cfg)
     }
@@ -381,6 +385,7 @@ mod tests {
         assert!(c.meshed_endpoints.is_empty());
         assert_eq!(c.tls_handshake_timeout, Duration::from_secs(5));
         assert!(c.discovery_enabled);
+        assert!(!c.ingress_mode);
     }
 
     #[test]

@@ -9,9 +9,10 @@
 
 use crate::detect::Protocol;
 use crate::drain;
+use crate::ingress;
 use crate::metrics::{Direction, HttpLabels, LatencyLabels, Metrics, ResponseLabels, TlsLabels};
 use crate::proxy::{ProxyError, Shared};
-use crate::route::Route;
+use crate::route::{self, Route};
 use crate::upstream::{Checkout, Upstream};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -20,6 +21,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::server::conn::{http1 as server1, http2 as server2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -29,15 +31,22 @@ use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Serves HTTP on an accepted connection until the client is done or a drain finishes it.
-#[allow(clippy::too_many_arguments)]
+/// Who is on the other end of an accepted connection.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub client: SocketAddr,
+    /// The address the connection was accepted on.
+    pub local: SocketAddr,
+    pub direction: Direction,
+    pub tls: TlsLabels,
+}
+
 pub async fn serve<T>(
     shared: &Arc<Shared>,
     io: T,
     route: &Route,
     protocol: Protocol,
-    client: SocketAddr,
-    direction: Direction,
-    tls: TlsLabels,
+    peer: Peer,
     drain: drain::Watch,
 ) -> Result<(), ProxyError>
 where
@@ -49,13 +58,23 @@ where
         Some(mesh) => SocketAddr::new(route.target.ip(), mesh.app_port),
         None => route.target,
     };
+    let Peer {
+        client,
+        local,
+        direction,
+        tls,
+    } = peer;
     let ctx = Arc::new(Forwarder {
         upstream: Upstream::new(shared.clone(), route.clone(), protocol),
         client,
+        local,
         direction,
+        protocol,
         target_label: shared.metrics.target_label(direction, target_addr),
         tls,
         metrics: shared.metrics.clone(),
+        shared: shared.clone(),
+        overrides: tokio::sync::Mutex::new(HashMap::new()),
         drain: drain.clone(),
     });
     let service = hyper::service::service_fn(move |req| ctx.clone().forward(req));
@@ -99,10 +118,15 @@ where
 struct Forwarder {
     upstream: Upstream,
     client: SocketAddr,
+    local: SocketAddr,
     direction: Direction,
+    protocol: Protocol,
     target_label: String,
     tls: TlsLabels,
     metrics: Arc<Metrics>,
+    shared: Arc<Shared>,
+    /// Ingress mode: upstreams for the destinations override headers named.
+    overrides: tokio::sync::Mutex<HashMap<SocketAddr, Arc<Upstream>>>,
     drain: drain::Watch,
 }
 
@@ -134,7 +158,31 @@ impl Forwarder {
             append_forwarded_for(req.headers_mut(), self.client.ip());
         }
 
-        let (mut rsp, checkout) = match self.upstream.send(req, upgrade.is_some()).await {
+        let mut routed = None;
+        if self.direction == Direction::Outbound && self.shared.config.ingress_mode {
+            match ingress::take_override(req.headers_mut()) {
+                None => {}
+                Some(Err(e)) => {
+                    let recorder =
+                        Recorder::new(&self.metrics, labels, StatusCode::BAD_REQUEST, started);
+                    return Ok(error_response(
+                        StatusCode::BAD_REQUEST,
+                        &e.to_string(),
+                        recorder,
+                    ));
+                }
+                Some(Ok(o)) => match self.override_upstream(o).await {
+                    Ok(u) => routed = Some(u),
+                    Err(e) => {
+                        let recorder =
+                            Recorder::new(&self.metrics, labels, StatusCode::BAD_GATEWAY, started);
+                        return Ok(error_response(StatusCode::BAD_GATEWAY, &e, recorder));
+                    }
+                },
+            }
+        }
+        let upstream = routed.as_deref().unwrap_or(&self.upstream);
+        let (mut rsp, checkout) = match upstream.send(req, upgrade.is_some()).await {
             Ok(rsp) => rsp,
             Err(e) => {
                 let status = match e {
@@ -166,6 +214,31 @@ impl Forwarder {
             recorder: Some(recorder),
             checkout,
         }))
+    }
+}
+
+impl Forwarder {
+    /// The upstream for an ingress override: resolved (DNS for names), then routed like any
+    /// outbound destination, and kept for the rest of the connection.
+    async fn override_upstream(&self, o: ingress::Override) -> Result<Arc<Upstream>, String> {
+        let addr = match o {
+            ingress::Override::Addr(a) => a,
+            ingress::Override::Name(name, port) => tokio::net::lookup_host((name.as_str(), port))
+                .await
+                .map_err(|e| format!("cannot resolve {name}: {e}"))?
+                .next()
+                .ok_or_else(|| format!("{name} has no address"))?,
+        };
+        let mut overrides = self.overrides.lock().await;
+        if let Some(u) = overrides.get(&addr) {
+            return Ok(u.clone());
+        }
+        let known = self.shared.known(addr).await;
+        let route = route::outbound(addr, self.local, &known, self.shared.tls.is_some())
+            .map_err(|e| e.to_string())?;
+        let upstream = Arc::new(Upstream::new(self.shared.clone(), route, self.protocol));
+        overrides.insert(addr, upstream.clone());
+        Ok(upstream)
     }
 }
 

@@ -20,6 +20,7 @@ pub mod drain;
 pub mod http;
 pub mod identity;
 pub mod inbound;
+pub mod ingress;
 pub mod io;
 pub mod listen;
 pub mod logging;

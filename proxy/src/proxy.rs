@@ -104,9 +104,9 @@ pub async fn serve(
     let Accepted {
         socket,
         client,
+        local,
         orig_dst,
         direction,
-        ..
     } = conn;
     let route = match route {
         Ok(route) => route,
@@ -138,6 +138,7 @@ pub async fn serve(
     let io = PrefixedIo::new(prefix.freeze(), io);
     let conn = Conn {
         client,
+        local,
         orig_dst,
         direction,
         detect: outcome.as_str(),
@@ -192,6 +193,7 @@ pub async fn serve_mesh(
     let io = PrefixedIo::new(Bytes::new(), counting(&shared.metrics, &tcp, stream));
     let conn = Conn {
         client,
+        local,
         orig_dst,
         direction,
         detect: "mesh",
@@ -202,6 +204,7 @@ pub async fn serve_mesh(
 /// Facts about a connection for its one log line.
 struct Conn {
     client: SocketAddr,
+    local: SocketAddr,
     orig_dst: SocketAddr,
     direction: Direction,
     detect: &'static str,
@@ -256,17 +259,13 @@ async fn forward<T: Io>(
     metrics.tcp_open_connections.get_or_create(&tcp).inc();
     let result = match protocol {
         Protocol::Http1 | Protocol::Http2 => {
-            crate::http::serve(
-                shared,
-                io,
-                &route,
-                protocol,
-                conn.client,
-                conn.direction,
+            let peer = crate::http::Peer {
+                client: conn.client,
+                local: conn.local,
+                direction: conn.direction,
                 tls,
-                drain,
-            )
-            .await
+            };
+            crate::http::serve(shared, io, &route, protocol, peer, drain).await
         }
         Protocol::Opaque => crate::tcp::forward(shared, io, &route, drain).await,
     };
@@ -285,6 +284,7 @@ async fn forward<T: Io>(
         orig_dst,
         direction,
         detect,
+        ..
     } = conn;
     match result {
         Ok(()) => tracing::debug!(
