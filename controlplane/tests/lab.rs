@@ -100,6 +100,12 @@ fn assert_mesh_works(r: &Value) {
     assert_eq!(wire["tls_records"], true, "{wire}");
     assert_eq!(wire["plaintext_seen"], false, "{wire}");
     assert!(wire["bytes"].as_u64().unwrap() > 1000, "{wire}");
+    // By the pod's own address too, and the client proxy verified whom it spoke to.
+    assert_eq!(
+        r["direct"],
+        "web-1 path=/direct xff=198.18.0.10 peer=198.18.0.11"
+    );
+    assert_eq!(r["server_ids"], serde_json::json!([id("db"), id("web")]));
     // The server-speaks-first database answered through the mesh at once.
     assert_eq!(r["banner"]["text"], "220 db-0 ready");
     // The Job: the command's exit code came back, and the proxy exited 0 on its own.
@@ -117,9 +123,10 @@ fn assert_mesh_works(r: &Value) {
         edge(&id("load"), "web-1").unwrap(),
         edge(&id("load"), "web-2").unwrap(),
     );
+    // The load, plus the one request to web-1's pod address.
     assert_eq!(
         to1["requests"].as_u64().unwrap() + to2["requests"].as_u64().unwrap(),
-        sent
+        sent + 1
     );
     assert!(edge(&id("load"), "db-0").unwrap()["tcp"].as_u64().unwrap() >= 1);
     assert_eq!(
@@ -133,7 +140,7 @@ fn assert_mesh_works(r: &Value) {
         r["golden"]["load-1"]["outbound"]["requests"]
             .as_u64()
             .unwrap(),
-        sent
+        sent + 1
     );
     assert_eq!(r["golden"]["load-1"]["outbound"]["success_rate"], 1.0);
 }

@@ -88,11 +88,14 @@ impl App {
             Some(id) => {
                 let trust = TrustAnchors::from_file(&id.trust_anchors)?;
                 if config.discovery_enabled {
-                    discovery = Some(Discovery::new(Controller {
-                        addr: id.controller_addr.clone(),
-                        name: id.controller_name.clone(),
-                        tls: crate::tls::controller_client_config(&trust)?,
-                    }));
+                    discovery = Some(Discovery::new(
+                        Controller {
+                            addr: id.controller_addr.clone(),
+                            name: id.controller_name.clone(),
+                            tls: crate::tls::controller_client_config(&trust)?,
+                        },
+                        config.discovery_timeout,
+                    ));
                 }
                 let store = Store::new();
                 let tls = TlsContext::new(

@@ -34,6 +34,7 @@ pub const ENV_MESHED_ENDPOINTS: &str = "WEFT_PROXY_MESHED_ENDPOINTS";
 pub const ENV_TLS_HANDSHAKE_TIMEOUT: &str = "WEFT_PROXY_TLS_HANDSHAKE_TIMEOUT";
 pub const ENV_DISCOVERY_ENABLED: &str = "WEFT_PROXY_DISCOVERY_ENABLED";
 pub const ENV_INGRESS_MODE: &str = "WEFT_PROXY_INGRESS_MODE";
+pub const ENV_DISCOVERY_TIMEOUT: &str = "WEFT_PROXY_DISCOVERY_TIMEOUT";
 
 pub const DEFAULT_INBOUND_LISTEN_ADDR: &str = "0.0.0.0:4143";
 pub const DEFAULT_OUTBOUND_LISTEN_ADDR: &str = "127.0.0.1:4140";
@@ -109,6 +110,8 @@ pub struct Config {
     pub discovery_enabled: bool,
     /// Route outbound HTTP requests by `weft-dst-override` / `l5d-dst-override`.
     pub ingress_mode: bool,
+    /// How long a connection to a new destination waits for the controller's answer.
+    pub discovery_timeout: Duration,
 }
 
 /// A bad configuration value; the message names the variable and the value.
@@ -205,6 +208,7 @@ impl Config {
             tls_handshake_timeout: parse(env, ENV_TLS_HANDSHAKE_TIMEOUT, "5s", parse_duration)?,
             discovery_enabled: parse(env, ENV_DISCOVERY_ENABLED, "true", parse_bool)?,
             ingress_mode: parse(env, ENV_INGRESS_MODE, "false", parse_bool)?,
+            discovery_timeout: parse(env, ENV_DISCOVERY_TIMEOUT, "2s", parse_duration)?,
         };
         Ok(cfg)
     }
@@ -386,6 +390,10 @@ mod tests {
         assert_eq!(c.tls_handshake_timeout, Duration::from_secs(5));
         assert!(c.discovery_enabled);
         assert!(!c.ingress_mode);
+        assert_eq!(
+            c.discovery_timeout,
+            crate::discovery::DEFAULT_FIRST_ANSWER_TIMEOUT
+        );
     }
 
     #[test]

@@ -26,8 +26,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use weft_api::destination::{self, Kind, Snapshot, Update, DESTINATION_PATH};
 
-/// How long a first lookup waits for the controller before passing through.
-pub const FIRST_ANSWER_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a first lookup waits for the controller before passing through, while the
+/// controller is reachable (`WEFT_PROXY_DISCOVERY_TIMEOUT`). When the last attempt to reach
+/// it failed, lookups do not wait at all.
+pub const DEFAULT_FIRST_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 /// Addresses unused this long are unsubscribed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Longest update line accepted.
@@ -71,6 +73,9 @@ struct Entry {
 /// The cache of destinations this proxy uses.
 pub struct Discovery {
     controller: Controller,
+    first_answer_timeout: Duration,
+    /// False after the controller could not be reached, until it can again.
+    reachable: std::sync::atomic::AtomicBool,
     conn: tokio::sync::Mutex<Option<Sender>>,
     entries: Mutex<HashMap<SocketAddr, Entry>>,
 }
@@ -84,9 +89,11 @@ impl std::fmt::Debug for Discovery {
 }
 
 impl Discovery {
-    pub fn new(controller: Controller) -> Arc<Self> {
+    pub fn new(controller: Controller, first_answer_timeout: Duration) -> Arc<Self> {
         Arc::new(Discovery {
             controller,
+            first_answer_timeout,
+            reachable: std::sync::atomic::AtomicBool::new(true),
             conn: tokio::sync::Mutex::new(None),
             entries: Mutex::new(HashMap::new()),
         })
@@ -118,7 +125,12 @@ impl Discovery {
         if let Some(known) = rx.borrow().clone() {
             return known;
         }
-        let answered = tokio::time::timeout(FIRST_ANSWER_TIMEOUT, rx.wait_for(Option::is_some))
+        let wait = if self.reachable.load(std::sync::atomic::Ordering::Relaxed) {
+            self.first_answer_timeout
+        } else {
+            Duration::ZERO
+        };
+        let answered = tokio::time::timeout(wait, rx.wait_for(Option::is_some))
             .await
             .ok()
             .and_then(|r| r.ok().and_then(|answer| answer.clone()));
@@ -180,7 +192,10 @@ impl Discovery {
         state: &mut Option<(Snapshot, Option<Arc<Balancer>>)>,
         failures: &mut u32,
     ) -> Result<(), DiscoveryError> {
-        let mut sender = self.sender().await?;
+        let sender = self.sender().await;
+        self.reachable
+            .store(sender.is_ok(), std::sync::atomic::Ordering::Relaxed);
+        let mut sender = sender?;
         let req = Request::get(format!(
             "https://{}{}?addr={}",
             self.controller.name, DESTINATION_PATH, addr

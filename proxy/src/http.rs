@@ -13,7 +13,7 @@ use crate::ingress;
 use crate::metrics::{Direction, HttpLabels, LatencyLabels, Metrics, ResponseLabels, TlsLabels};
 use crate::proxy::{ProxyError, Shared};
 use crate::route::{self, Route};
-use crate::upstream::{Checkout, Upstream};
+use crate::upstream::{Checkout, ServerId, Upstream};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
@@ -136,7 +136,7 @@ impl Forwarder {
         mut req: Request<Incoming>,
     ) -> Result<Response<ProxyBody>, Infallible> {
         let started = Instant::now();
-        let labels = HttpLabels {
+        let mut labels = HttpLabels {
             direction: self.direction.as_str(),
             authority: self
                 .metrics
@@ -144,7 +144,8 @@ impl Forwarder {
             target_addr: self.target_label.clone(),
             tls: self.tls.clone(),
         };
-        self.metrics.request_total.get_or_create(&labels).inc();
+        // Counted once the request's fate (and, for a Service, its endpoint) is known.
+        let count = |labels: &HttpLabels| self.metrics.request_total.get_or_create(labels).inc();
 
         let upgrade = upgrade_protocol(&req);
         let server_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
@@ -163,6 +164,7 @@ impl Forwarder {
             match ingress::take_override(req.headers_mut()) {
                 None => {}
                 Some(Err(e)) => {
+                    count(&labels);
                     let recorder =
                         Recorder::new(&self.metrics, labels, StatusCode::BAD_REQUEST, started);
                     return Ok(error_response(
@@ -174,6 +176,7 @@ impl Forwarder {
                 Some(Ok(o)) => match self.override_upstream(o).await {
                     Ok(u) => routed = Some(u),
                     Err(e) => {
+                        count(&labels);
                         let recorder =
                             Recorder::new(&self.metrics, labels, StatusCode::BAD_GATEWAY, started);
                         return Ok(error_response(StatusCode::BAD_GATEWAY, &e, recorder));
@@ -193,11 +196,17 @@ impl Forwarder {
                     _ => StatusCode::BAD_GATEWAY,
                 };
                 tracing::warn!(client = %self.client, target = %self.target_label, "request failed: {e}");
+                count(&labels);
                 let recorder = Recorder::new(&self.metrics, labels, status, started);
                 return Ok(error_response(status, &e.to_string(), recorder));
             }
         };
 
+        // A Service's endpoint reached over mTLS names the identity it verified.
+        if let Some(ServerId(id)) = rsp.extensions_mut().remove::<ServerId>() {
+            labels.tls = TlsLabels::Server(id);
+        }
+        count(&labels);
         let status = rsp.status();
         if status == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(server_upgrade) = server_upgrade {

@@ -320,6 +320,15 @@ pub async fn connect_route(
                         source,
                     }
                 })?;
+            // The server side of the hop, named by the identity it proved.
+            let app = SocketAddr::new(route.target.ip(), mesh.app_port);
+            let dst = TcpLabels {
+                direction: Direction::Outbound.as_str(),
+                peer: "dst",
+                target_addr: shared.metrics.target_label(Direction::Outbound, app),
+                tls: TlsLabels::Server(mesh.identity.clone()),
+            };
+            shared.metrics.tcp_open_total.get_or_create(&dst).inc();
             Ok(Box::new(stream))
         }
         _ => Ok(Box::new(tcp)),

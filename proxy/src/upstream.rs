@@ -24,6 +24,11 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+/// The identity of the endpoint that answered, verified by mTLS, carried on the response
+/// so the metrics can name it.
+#[derive(Debug, Clone)]
+pub struct ServerId(pub String);
+
 /// Idle HTTP/1 connections kept per target.
 const MAX_IDLE_HTTP1: usize = 16;
 
@@ -345,9 +350,12 @@ async fn attempt(
     let pending = ep.start_request();
     let route = route::endpoint(&ep.endpoint, has_identity);
     match ep.pool.send(shared, &route, protocol, req, upgrade).await {
-        Ok((rsp, checkout, rtt)) => {
+        Ok((mut rsp, checkout, rtt)) => {
             pending.responded(rtt);
             ep.record(!rsp.status().is_server_error());
+            if let Some(mesh) = route.tls {
+                rsp.extensions_mut().insert(ServerId(mesh.identity));
+            }
             Ok((rsp, checkout))
         }
         Err(e) => {

@@ -81,6 +81,10 @@ pub struct DemoReport {
     pub banner: Option<BannerReport>,
     pub wire: Option<WireReport>,
     pub job: Option<JobReport>,
+    /// A request from load-1 to web-1's own pod address (not the Service).
+    pub direct: Option<String>,
+    /// The server identities load-1's proxy verified (outbound `server_id` labels).
+    pub server_ids: Vec<String>,
     /// Pod → golden metrics of its proxy's inbound and outbound sides.
     pub golden: BTreeMap<String, BTreeMap<String, Golden>>,
     /// (client identity, server pod) → (HTTP requests, TCP connections).
@@ -261,6 +265,22 @@ pub fn run(opts: &Options) -> Result<DemoReport, LabError> {
         ));
     }
 
+    let direct = lab.run_in(
+        load,
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "5",
+            "http://198.18.0.11:8080/direct",
+        ],
+    )?;
+    say(&format!(
+        "load-1 → web-1's pod address 198.18.0.11:8080 directly: {:?}",
+        direct.trim()
+    ));
+    rep.direct = Some(direct.trim().to_string());
+
     let started = Instant::now();
     let banner = lab.run_in(
         load,
@@ -299,6 +319,16 @@ pub fn run(opts: &Options) -> Result<DemoReport, LabError> {
             Golden::from_samples(&samples, "outbound"),
         );
         rep.golden.insert(name.to_string(), g);
+        if *name == "load-1" {
+            let mut ids: Vec<String> = samples
+                .iter()
+                .filter(|s| s.labels.get("direction").map(String::as_str) == Some("outbound"))
+                .filter_map(|s| s.labels.get("server_id").cloned())
+                .collect();
+            ids.sort();
+            ids.dedup();
+            rep.server_ids = ids;
+        }
         for (client, (requests, tcp)) in report::inbound_edges(&samples) {
             rep.edges.push(Edge {
                 client,
