@@ -45,8 +45,8 @@ pub struct ControllerArgs {
     /// `kubernetes` (default file)
     #[argh(option, from_str_fn(parse_backend), default = "Backend::File")]
     pub discovery: Backend,
-    /// with `--discovery kubernetes`: the kubeconfig to use (default: the in-cluster
-    /// service account, else $KUBECONFIG or ~/.kube/config)
+    /// with `--discovery kubernetes`: the kubeconfig to use (default: $KUBECONFIG or
+    /// ~/.kube/config if there is one, else the in-cluster service account)
     #[argh(option)]
     pub kubeconfig: Option<PathBuf>,
     /// where proxies reach the controller over HTTP/2 + TLS (default 0.0.0.0:8086; port 0

@@ -581,11 +581,14 @@ async fn the_proxy_discovery_client_follows_the_controller() {
         .with_root_certificates(roots)
         .with_no_client_auth();
     tls.alpn_protocols = vec![b"h2".to_vec()];
-    let discovery = Discovery::new(ControllerAddr {
-        addr: controller.addr.to_string(),
-        name: CONTROLLER.to_string(),
-        tls: Arc::new(tls),
-    });
+    let discovery = Discovery::new(
+        ControllerAddr {
+            addr: controller.addr.to_string(),
+            name: CONTROLLER.to_string(),
+            tls: Arc::new(tls),
+        },
+        Duration::from_secs(2),
+    );
 
     let vip: SocketAddr = "198.19.0.10:80".parse().unwrap();
     let Known::Service(balanced) = discovery.resolve(vip).await else {

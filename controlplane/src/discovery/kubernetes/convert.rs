@@ -1,5 +1,5 @@
-//! Kubernetes objects → the discovery core's objects, as pure functions; and the
-//! trimming applied to every object before it is cached.
+//! Kubernetes objects ([`super::objects`]) → the discovery core's objects, as pure
+//! functions; and the metadata trimming applied to every object before it is cached.
 //!
 //! - A **Pod** becomes a [`Workload`]: its IPs, service account, labels, controlling
 //!   owner (a ReplicaSet with a `pod-template-hash` is reported as its Deployment), whether
@@ -16,12 +16,11 @@
 //! and skips the object); a malformed annotation or entry is reported as a warning and
 //! left out, and the rest of the object is used.
 
+use super::objects::{self, EndpointSlice};
 use crate::discovery::model::{
     EndpointEntry, EndpointTarget, Members, ObjectKey, Owner, Service, ServicePort, Workload,
     DEFAULT_INBOUND_PORT,
 };
-use k8s_openapi::api::core::v1 as core;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::{BTreeMap, BTreeSet};
@@ -94,7 +93,7 @@ pub fn slice_service(slice: &EndpointSlice) -> Result<ObjectKey, ConvertError> {
 
 /// A pod as a workload. `namespace_annotations`: its namespace's, for defaults.
 pub fn workload(
-    pod: &core::Pod,
+    pod: &objects::Pod,
     namespace_annotations: Option<&BTreeMap<String, String>>,
 ) -> Result<Converted<Workload>, ConvertError> {
     let key = key(&pod.metadata)?;
@@ -202,7 +201,7 @@ fn owner(meta: &ObjectMeta) -> Option<Owner> {
 
 /// A Service with the endpoints of its slices.
 pub fn service(
-    svc: &core::Service,
+    svc: &objects::Service,
     slices: &[&EndpointSlice],
     namespace_annotations: Option<&BTreeMap<String, String>>,
 ) -> Result<Converted<Service>, ConvertError> {
@@ -477,96 +476,44 @@ fn keep_annotations(meta: &mut ObjectMeta) {
     }
 }
 
+/// Drops managed fields (often the largest part of an object), finalizers and every
+/// annotation but Weft's.
 fn trim_meta(meta: &mut ObjectMeta) {
     meta.managed_fields = None;
     meta.finalizers = None;
+    meta.generate_name = None;
+    meta.self_link = None;
     keep_annotations(meta);
 }
 
-/// Drops everything [`workload`] does not read (probes, env, images, volumes, most of
-/// the status …): pods are the most numerous objects cached.
-pub fn trim_pod(pod: &mut core::Pod) {
+/// Trims a pod's metadata (its spec and status are already only what
+/// [`super::objects`] reads).
+pub fn trim_pod(pod: &mut objects::Pod) {
     trim_meta(&mut pod.metadata);
-    if let Some(spec) = pod.spec.as_mut() {
-        let trim = |c: &core::Container| core::Container {
-            name: c.name.clone(),
-            ports: c.ports.as_ref().map(|ports| {
-                ports
-                    .iter()
-                    .map(|p| core::ContainerPort {
-                        name: p.name.clone(),
-                        container_port: p.container_port,
-                        ..Default::default()
-                    })
-                    .collect()
-            }),
-            ..Default::default()
-        };
-        *spec = core::PodSpec {
-            containers: spec.containers.iter().map(trim).collect(),
-            init_containers: spec
-                .init_containers
-                .as_ref()
-                .map(|cs| cs.iter().map(trim).collect()),
-            host_network: spec.host_network,
-            service_account_name: spec.service_account_name.clone(),
-            ..Default::default()
-        };
-    }
-    if let Some(status) = pod.status.as_mut() {
-        *status = core::PodStatus {
-            phase: status.phase.take(),
-            pod_ip: status.pod_ip.take(),
-            pod_ips: status.pod_ips.take(),
-            ..Default::default()
-        };
-    }
 }
 
-/// Drops what [`service`] does not read.
-pub fn trim_service(svc: &mut core::Service) {
+/// Trims a service's metadata: only Weft's annotations stay.
+pub fn trim_service(svc: &mut objects::Service) {
     trim_meta(&mut svc.metadata);
     svc.metadata.labels = None;
-    svc.status = None;
-    if let Some(spec) = svc.spec.as_mut() {
-        *spec = core::ServiceSpec {
-            cluster_ip: spec.cluster_ip.take(),
-            cluster_ips: spec.cluster_ips.take(),
-            ports: spec.ports.take(),
-            type_: spec.type_.take(),
-            ..Default::default()
-        };
-    }
+    svc.metadata.owner_references = None;
 }
 
-/// Drops what [`service`] does not read from a slice.
+/// Trims a slice's metadata: only its service label stays.
 pub fn trim_slice(slice: &mut EndpointSlice) {
     trim_meta(&mut slice.metadata);
     slice.metadata.annotations = None;
+    slice.metadata.owner_references = None;
     if let Some(labels) = slice.metadata.labels.as_mut() {
         labels.retain(|k, _| k == SERVICE_NAME_LABEL);
-    }
-    for e in &mut slice.endpoints {
-        e.deprecated_topology = None;
-        e.hints = None;
-        e.hostname = None;
-        e.node_name = None;
-        e.zone = None;
-        if let Some(r) = e.target_ref.as_mut() {
-            r.api_version = None;
-            r.field_path = None;
-            r.resource_version = None;
-            r.uid = None;
-        }
     }
 }
 
 /// Keeps a namespace's name and Weft annotations only.
-pub fn trim_namespace(ns: &mut core::Namespace) {
+pub fn trim_namespace(ns: &mut objects::Namespace) {
     trim_meta(&mut ns.metadata);
     ns.metadata.labels = None;
-    ns.spec = None;
-    ns.status = None;
+    ns.metadata.owner_references = None;
 }
 
 #[cfg(test)]
@@ -574,7 +521,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn pod(v: serde_json::Value) -> core::Pod {
+    fn pod(v: serde_json::Value) -> objects::Pod {
         serde_json::from_value(v).unwrap()
     }
 
@@ -624,10 +571,12 @@ mod tests {
         let mut trimmed = pod(web_pod());
         trim_pod(&mut trimmed);
         assert_eq!(workload(&trimmed, None).unwrap(), got);
-        let json = serde_json::to_string(&trimmed).unwrap();
-        for gone in ["managedFields", "restartedAt", "image", "env", "conditions"] {
-            assert!(!json.contains(gone), "{gone} left in {json}");
-        }
+        assert_eq!(trimmed.metadata.managed_fields, None);
+        assert_eq!(
+            trimmed.metadata.annotations.as_ref().map(|a| a.len()),
+            Some(1),
+            "only Weft's annotation stays"
+        );
 
         type Edit = fn(&mut serde_json::Value);
         let cases: Vec<(&str, Edit, Option<Workload>, Vec<&str>)> = vec![
@@ -726,7 +675,7 @@ mod tests {
         );
     }
 
-    fn svc(v: serde_json::Value) -> core::Service {
+    fn svc(v: serde_json::Value) -> objects::Service {
         serde_json::from_value(v).unwrap()
     }
 
@@ -831,17 +780,15 @@ mod tests {
             service(&ts, &[&ta], None).unwrap(),
             service(&svc(web_service()), &[&a], None).unwrap()
         );
-        let json = serde_json::to_string(&(&ts, &ta)).unwrap();
-        for gone in [
-            "managedFields",
-            "selector",
-            "nodeName",
-            "zone",
-            "sessionAffinity",
-            "managed-by",
-        ] {
-            assert!(!json.contains(gone), "{gone} left in {json}");
-        }
+        assert_eq!(ts.metadata.managed_fields, None);
+        assert_eq!(ts.metadata.labels, None);
+        assert_eq!(
+            ta.metadata
+                .labels
+                .as_ref()
+                .map(|l| l.keys().collect::<Vec<_>>()),
+            Some(vec![&SERVICE_NAME_LABEL.to_string()])
+        );
 
         // Two slices, one of them IPv6 with a duplicate and a wrong-family address.
         let mut b = web_slice("web-b", &["fd00::4", "198.18.0.9"]);

@@ -2,10 +2,12 @@
 //! EndpointSlices (`discovery.k8s.io/v1`), cluster-wide, feeding the same index as the
 //! file backend.
 //!
-//! Each watch runs through a reflector whose store keeps the objects trimmed to the few
-//! fields discovery reads ([`convert::trim_pod`] and friends drop managed fields, most
-//! annotations, container details and status), so memory stays small on a Pi. One task
-//! reads the four event streams; [`Cluster`] turns the stores into the index's objects:
+//! Objects are read into small structs holding only the fields discovery uses
+//! ([`objects`]: no images, env, probes, volumes or conditions are ever allocated), and
+//! each watch runs through a reflector whose store keeps them with their metadata trimmed
+//! ([`convert::trim_pod`] and friends drop managed fields and all but Weft's
+//! annotations), so memory stays small on a Pi. One task reads the four event streams;
+//! [`Cluster`] turns the stores into the index's objects:
 //!
 //! - until all four have listed once, nothing reaches the index (the destination API
 //!   answers `unknown` meanwhile and the controller's `/ready` says not ready); then the
@@ -22,6 +24,7 @@
 pub mod convert;
 #[cfg(test)]
 pub mod fake_api;
+pub mod objects;
 #[cfg(test)]
 pub(crate) mod tests;
 
@@ -29,11 +32,10 @@ use super::index::{Index, SharedIndex};
 use super::model::{ObjectKey, Service, State, Workload};
 use crate::shutdown::ShutdownSignal;
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service as KubeService};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
+use objects::{EndpointSlice, Namespace, Pod, Service as KubeService};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
@@ -44,7 +46,7 @@ use tracing::{debug, error, info, warn};
 #[derive(Debug, thiserror::Error)]
 pub enum KubernetesError {
     #[error(
-        "cannot make a Kubernetes client from the in-cluster service account or KUBECONFIG: {0}"
+        "cannot make a Kubernetes client from KUBECONFIG, ~/.kube/config or the in-cluster service account: {0}"
     )]
     Client(#[source] kube::Error),
     #[error("kubeconfig {path}: {source}")]
@@ -61,8 +63,8 @@ pub enum KubernetesError {
     },
 }
 
-/// A client from `kubeconfig` when given, else from the in-cluster service account or
-/// `KUBECONFIG` / `~/.kube/config`. Nothing is contacted yet.
+/// A client from `kubeconfig` when given, else from `KUBECONFIG` / `~/.kube/config` if
+/// there is one, else from the in-cluster service account. Nothing is contacted yet.
 pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client, KubernetesError> {
     let Some(path) = kubeconfig else {
         return Client::try_default().await.map_err(KubernetesError::Client);

@@ -12,7 +12,9 @@ use super::fake_api::{FakeApi, Resource};
 use super::*;
 use crate::discovery::index::tests::config;
 use crate::shutdown::Shutdown;
-use k8s_openapi::api::core::v1::ServiceAccount;
+// Writes go through k8s-openapi's complete (serializable) types; the backend reads its own.
+use k8s_openapi::api::core::v1 as full;
+use k8s_openapi::api::discovery::v1 as full_discovery;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::Event;
 use serde_json::json;
@@ -200,10 +202,13 @@ fn addrs(s: &Snapshot) -> Vec<String> {
 }
 
 /// Creates a pod and gives it an address through its status, as a kubelet would.
-async fn add_pod(pods: &Api<Pod>, ns: &str, name: &str, ip: &str) {
-    pods.create(&PostParams::default(), &obj(pod_json(ns, name, None)))
-        .await
-        .unwrap_or_else(|e| panic!("create pod {name}: {e}"));
+async fn add_pod(pods: &Api<full::Pod>, ns: &str, name: &str, ip: &str) {
+    pods.create(
+        &PostParams::default(),
+        &obj::<full::Pod>(pod_json(ns, name, None)),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("create pod {name}: {e}"));
     let status = json!({"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}});
     pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
         .await
@@ -230,7 +235,7 @@ fn slice_json(ns: &str, endpoints: &[(&str, &str, bool)]) -> serde_json::Value {
 /// 8080); returns the service's virtual address.
 pub(crate) async fn web_service_with_one_pod(client: &Client, ns: &str) -> SocketAddr {
     let pp = PostParams::default();
-    Api::<Namespace>::all(client.clone())
+    Api::<full::Namespace>::all(client.clone())
         .create(&pp, &obj(json!({"metadata": {"name": ns}})))
         .await
         .expect("create the namespace");
@@ -241,15 +246,15 @@ pub(crate) async fn web_service_with_one_pod(client: &Client, ns: &str) -> Socke
         "198.18.0.1",
     )
     .await;
-    let svc: KubeService = obj(json!({
+    let svc: full::Service = obj(json!({
         "metadata": {"name": "web", "namespace": ns},
         "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}]}
     }));
-    let svc = Api::<KubeService>::namespaced(client.clone(), ns)
+    let svc = Api::<full::Service>::namespaced(client.clone(), ns)
         .create(&pp, &svc)
         .await
         .expect("create the service");
-    Api::<EndpointSlice>::namespaced(client.clone(), ns)
+    Api::<full_discovery::EndpointSlice>::namespaced(client.clone(), ns)
         .create(&pp, &obj(slice_json(ns, &[("198.18.0.1", "web-1", true)])))
         .await
         .expect("create the EndpointSlice");
@@ -265,25 +270,25 @@ pub(crate) async fn web_service_with_one_pod(client: &Client, ns: &str) -> Socke
 /// step. Leaves the namespace `ns` behind; the caller deletes it.
 async fn scenario(client: &Client, index: &SharedIndex, ns: &str) {
     let pp = PostParams::default();
-    let namespace: Namespace = obj(json!({
+    let namespace: full::Namespace = obj(json!({
         "metadata": {"name": ns, "annotations": {"config.weft.dev/opaque-ports": "5432"}}
     }));
-    Api::<Namespace>::all(client.clone())
+    Api::<full::Namespace>::all(client.clone())
         .create(&pp, &namespace)
         .await
         .expect("create the test namespace");
-    let sa: ServiceAccount = obj(json!({"metadata": {"name": "web", "namespace": ns}}));
-    Api::<ServiceAccount>::namespaced(client.clone(), ns)
+    let sa: full::ServiceAccount = obj(json!({"metadata": {"name": "web", "namespace": ns}}));
+    Api::<full::ServiceAccount>::namespaced(client.clone(), ns)
         .create(&pp, &sa)
         .await
         .expect("create the service account");
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let services: Api<KubeService> = Api::namespaced(client.clone(), ns);
-    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
+    let pods: Api<full::Pod> = Api::namespaced(client.clone(), ns);
+    let services: Api<full::Service> = Api::namespaced(client.clone(), ns);
+    let slices: Api<full_discovery::EndpointSlice> = Api::namespaced(client.clone(), ns);
 
     add_pod(&pods, ns, "web-1", "198.18.0.1").await;
     // No selector: nothing but this test writes the service's EndpointSlices.
-    let svc: KubeService = obj(json!({
+    let svc: full::Service = obj(json!({
         "metadata": {"name": "web", "namespace": ns},
         "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}]}
     }));
@@ -412,7 +417,7 @@ async fn follows_the_fake_api_server() {
 
     // A dropped connection: the watchers resume from the last version, no relist, and
     // what happened meanwhile arrives.
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "apps");
+    let pods: Api<full::Pod> = Api::namespaced(client.clone(), "apps");
     watching(&fake, 4).await;
     fake.drop_watches();
     add_pod(&pods, "apps", "web-3", "198.18.0.3").await;
@@ -468,11 +473,11 @@ async fn skips_objects_it_cannot_use() {
     let client = fake.client();
     let running = start(client.clone()).await;
     let pp = PostParams::default();
-    Api::<Namespace>::all(client.clone())
+    Api::<full::Namespace>::all(client.clone())
         .create(&pp, &obj(json!({"metadata": {"name": "odd"}})))
         .await
         .unwrap();
-    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "odd");
+    let slices: Api<full_discovery::EndpointSlice> = Api::namespaced(client.clone(), "odd");
     // A slice without its service label, one with an FQDN address type, a service with
     // only UDP ports, and a pod with a garbage IP: all skipped or trimmed, with a log.
     slices
@@ -482,12 +487,12 @@ async fn skips_objects_it_cannot_use() {
         )
         .await
         .unwrap();
-    Api::<KubeService>::namespaced(client.clone(), "odd")
+    Api::<full::Service>::namespaced(client.clone(), "odd")
         .create(&pp, &obj(json!({"metadata": {"name": "dns"}, "spec": {"clusterIP": "198.19.9.9", "ports": [{"port": 53, "protocol": "UDP"}]}})))
         .await
         .unwrap();
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "odd");
-    pods.create(&pp, &obj(pod_json("odd", "bad-ip", None)))
+    let pods: Api<full::Pod> = Api::namespaced(client.clone(), "odd");
+    pods.create(&pp, &obj::<full::Pod>(pod_json("odd", "bad-ip", None)))
         .await
         .unwrap();
     pods.patch_status(
@@ -532,7 +537,7 @@ async fn follows_a_real_api_server() {
         tokio::spawn(async move { scenario(&client, &index, &ns).await }).await
     };
     // Clean up whatever happened.
-    let _ = Api::<Namespace>::all(client)
+    let _ = Api::<full::Namespace>::all(client)
         .delete(&ns, &DeleteParams::default())
         .await;
     running.shutdown.trigger();
