@@ -111,7 +111,27 @@ async fn http_over_mtls_with_identities_on_both_sides() {
         metric(
             &out,
             "tcp_open_total",
-            &["direction=\"outbound\"", "tls=\"true\"", &server_id]
+            &[
+                "direction=\"outbound\"",
+                "peer=\"src\"",
+                "tls=\"true\"",
+                &server_id
+            ]
+        ),
+        Some(1.0)
+    );
+    // The mTLS connection to the server's proxy, named by the identity it proved.
+    assert_eq!(
+        metric(
+            &out,
+            "tcp_open_total",
+            &[
+                "direction=\"outbound\"",
+                "peer=\"dst\"",
+                "tls=\"true\"",
+                &server_id,
+                &target
+            ]
         ),
         Some(1.0)
     );
