@@ -29,8 +29,9 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone)]
 pub struct ServerId(pub String);
 
-/// Idle HTTP/1 connections kept per target.
-const MAX_IDLE_HTTP1: usize = 16;
+/// Idle HTTP/1 connections kept per target: enough for every concurrent client connection
+/// of a busy pod, so connections (and their mTLS handshakes) are reused, not churned.
+const MAX_IDLE_HTTP1: usize = 256;
 
 /// A request body: the client's, streamed, or a buffered copy that can be sent again.
 #[derive(Debug)]

@@ -106,9 +106,21 @@ pub fn attach(
     Ok(())
 }
 
-/// Creates a bridge in `node` with address `addr/prefix`.
+/// Creates a bridge in `node` with address `addr/prefix`. Its MAC address is fixed: a
+/// Linux bridge otherwise takes the lowest MAC among its ports, so attaching a later pod
+/// can change it under pods that already cached the gateway's MAC, and their packets to
+/// the node are dropped until ARP refreshes (seconds to a minute).
 pub fn bridge(node: &Netns, name: &str, addr: &str, prefix: u8) -> Result<(), NetnsError> {
-    node.run(&["ip", "link", "add", name, "type", "bridge"])?;
+    node.run(&[
+        "ip",
+        "link",
+        "add",
+        name,
+        "address",
+        "02:77:65:66:74:01",
+        "type",
+        "bridge",
+    ])?;
     node.run(&[
         "ip",
         "addr",
