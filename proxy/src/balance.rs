@@ -61,6 +61,13 @@ impl PeakEwma {
         }
         self.last = now;
     }
+
+    /// The estimate as of `now`: without new answers it decays toward zero, so an endpoint
+    /// shunned after one slow answer is tried again (and re-measured) instead of starving.
+    pub fn at(&self, now: Instant) -> f64 {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.value * (-elapsed / EWMA_DECAY.as_secs_f64()).exp()
+    }
 }
 
 /// Where an endpoint stands after its recent results.
@@ -219,7 +226,7 @@ impl EndpointState {
     }
 
     pub fn latency_ms(&self) -> f64 {
-        lock(&self.ewma).value
+        lock(&self.ewma).at(Instant::now())
     }
 }
 
@@ -537,6 +544,22 @@ mod tests {
         e.observe(Duration::from_millis(1), t0 + Duration::from_millis(10_001));
         let expected = 100.0 * (-1.0f64).exp() + 1.0 * (1.0 - (-1.0f64).exp());
         assert!((e.value - expected).abs() < 1e-6, "{}", e.value);
+    }
+
+    #[test]
+    fn an_unobserved_peak_decays_so_the_endpoint_is_tried_again() {
+        let t0 = Instant::now();
+        let mut shunned = PeakEwma::starting_at(1.0, t0);
+        shunned.observe(Duration::from_millis(50), t0);
+        assert_eq!(shunned.at(t0), 50.0);
+        let later = t0 + Duration::from_secs(10);
+        assert!((shunned.at(later) - 50.0 * (-1.0f64).exp()).abs() < 1e-9);
+        // Against a peer steady at 1 ms, the first draw of the shunned endpoint wins once
+        // its estimate is within the 20 % band: 50 e^(-t/10) < 1.25 from t ≈ 36.9 s.
+        let peer = c(1, 1.0, true);
+        let at = |secs: f64| c(1, shunned.at(t0 + Duration::from_secs_f64(secs)), true);
+        assert_eq!(choose(&[at(36.0), peer], (0.0, 0.0, 0.0)), Some(1));
+        assert_eq!(choose(&[at(37.5), peer], (0.0, 0.0, 0.0)), Some(0));
     }
 
     #[test]
