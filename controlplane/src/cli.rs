@@ -35,18 +35,24 @@ pub struct ControllerArgs {
     /// directory holding ca.crt plus issuer.crt and issuer.key (from `weft identity
     /// generate`), or a cert-manager Secret's ca.crt, tls.crt and tls.key
     #[argh(option)]
-    pub identity_dir: PathBuf,
+    pub identity_dir: Option<PathBuf>,
+    /// instead of --identity-dir: the name of a Secret in the control-plane namespace with
+    /// the same keys, read through the Kubernetes API at start
+    #[argh(option)]
+    pub identity_secret: Option<String>,
     /// the config file (YAML): the token registry (`tokens:`) and, with `--discovery
     /// file`, the `workloads:` and `services:`; edits to the latter apply without a
-    /// restart (docs/identity.md, docs/discovery.md)
+    /// restart (docs/identity.md, docs/discovery.md). Required with `--discovery file`;
+    /// with `--discovery kubernetes` tokens are checked with TokenReview instead
     #[argh(option)]
-    pub config: PathBuf,
+    pub config: Option<PathBuf>,
     /// where workloads and services come from: `file` (the --config file, watched) or
     /// `kubernetes` (default file)
     #[argh(option, from_str_fn(parse_backend), default = "Backend::File")]
     pub discovery: Backend,
-    /// with `--discovery kubernetes`: the kubeconfig to use (default: $KUBECONFIG or
-    /// ~/.kube/config if there is one, else the in-cluster service account)
+    /// with `--discovery kubernetes` or `--identity-secret`: the kubeconfig to use
+    /// (default: $KUBECONFIG or ~/.kube/config if there is one, else the in-cluster
+    /// service account)
     #[argh(option)]
     pub kubeconfig: Option<PathBuf>,
     /// where proxies reach the controller over HTTP/2 + TLS (default 0.0.0.0:8086; port 0

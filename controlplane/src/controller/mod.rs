@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod sources;
 
 use crate::cli::ControllerArgs;
 use crate::destination::metrics::DestinationMetrics;
@@ -17,13 +18,14 @@ use crate::discovery::index::{Index, IndexConfig, SharedIndex};
 use crate::discovery::metrics::DiscoveryMetrics;
 use crate::discovery::Backend;
 use crate::duration::date_time;
-use crate::identity::ca::{Ca, CaError, IdentityFiles};
+use crate::identity::ca::CaError;
 use crate::identity::metrics::IdentityMetrics;
 use crate::identity::server::{
     run_identity_server, IdentityServer, IdentityServerConfig, ServerError,
 };
 use crate::shutdown::Shutdown;
 use admin::AdminMetrics;
+use sources::{IdentitySource, SourceError};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,8 +49,10 @@ pub const ISSUER_EXPIRY_WARNING: time::Duration = time::Duration::days(30);
 /// Everything `weft controller` needs, from its flags.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub identity_dir: PathBuf,
-    pub config_file: PathBuf,
+    /// Where the trust anchors and the issuer come from.
+    pub identity: IdentitySource,
+    /// The config file; optional with `--discovery kubernetes`.
+    pub config_file: Option<PathBuf>,
     pub discovery: Backend,
     /// With `--discovery kubernetes`: a kubeconfig to use instead of the defaults.
     pub kubeconfig: Option<PathBuf>,
@@ -60,10 +64,32 @@ pub struct Config {
     pub shutdown_grace: Duration,
 }
 
-impl From<&ControllerArgs> for Config {
-    fn from(a: &ControllerArgs) -> Self {
-        Self {
-            identity_dir: a.identity_dir.clone(),
+impl TryFrom<&ControllerArgs> for Config {
+    type Error = ControllerError;
+
+    /// Checks the flags that only make sense together.
+    fn try_from(a: &ControllerArgs) -> Result<Self, ControllerError> {
+        let identity = match (&a.identity_dir, &a.identity_secret) {
+            (Some(dir), None) => IdentitySource::Dir(dir.clone()),
+            (None, Some(name)) => IdentitySource::Secret(name.clone()),
+            (Some(_), Some(_)) => {
+                return Err(ControllerError::Flags(
+                    "--identity-dir and --identity-secret are alternatives; give one".into(),
+                ))
+            }
+            (None, None) => {
+                return Err(ControllerError::Flags(
+                    "give --identity-dir DIR (files) or --identity-secret NAME (a Secret in the control-plane namespace)".into(),
+                ))
+            }
+        };
+        if a.config.is_none() && a.discovery == Backend::File {
+            return Err(ControllerError::Flags(
+                "--config FILE is required with --discovery file (it lists the tokens, workloads and services)".into(),
+            ));
+        }
+        Ok(Self {
+            identity,
             config_file: a.config.clone(),
             discovery: a.discovery,
             kubeconfig: a.kubeconfig.clone(),
@@ -73,13 +99,17 @@ impl From<&ControllerArgs> for Config {
             trust_domain: a.trust_domain.clone(),
             control_plane_namespace: a.control_plane_namespace.clone(),
             shutdown_grace: a.shutdown_grace_period,
-        }
+        })
     }
 }
 
 /// Why the controller did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {
+    #[error("{0}")]
+    Flags(String),
+    #[error("{0}")]
+    Source(#[from] SourceError),
     #[error("invalid --trust-domain or --control-plane-namespace: {0}")]
     Naming(#[from] weft_api::IdentityError),
     #[error("{0}")]
@@ -89,9 +119,6 @@ pub enum ControllerError {
     #[cfg(not(feature = "kubernetes"))]
     #[error("--discovery kubernetes: this weft was built without the kubernetes feature; use --discovery file (see docs/discovery.md)")]
     KubernetesUnavailable,
-    #[cfg(feature = "kubernetes")]
-    #[error("--discovery kubernetes: {0}")]
-    Kubernetes(#[from] crate::discovery::kubernetes::KubernetesError),
     #[error("proxy API: {0}")]
     Server(#[from] ServerError),
     #[error("admin server: cannot listen on {addr}: {source}")]
@@ -167,20 +194,19 @@ pub async fn start(config: &Config) -> Result<Controller, ControllerError> {
         &config.control_plane_namespace,
         &config.trust_domain,
     )?;
-    let files = IdentityFiles::in_dir(&config.identity_dir)?;
     let now = OffsetDateTime::now_utc();
-    let ca = Ca::load(&files, now)?;
+    let kube = sources::kube_client(config).await?;
+    let (ca, issuer_from) = sources::load_ca(config, kube.as_ref(), now).await?;
     info!(
         issuer = ca.issuer_subject(),
-        issuer_file = %files.issuer_cert.display(),
+        from = %issuer_from,
         issuer_expires = %date_time(ca.issuer_not_after()),
         trust_anchor_expires = %date_time(ca.anchor_not_after()),
         "loaded the identity issuer"
     );
     if ca.issuer_not_after() - now < ISSUER_EXPIRY_WARNING {
         warn!(
-            "the issuer certificate {} expires on {}; rotate it soon (see docs/identity.md)",
-            files.issuer_cert.display(),
+            "the issuer certificate ({issuer_from}) expires on {}; rotate it soon (see docs/identity.md)",
             date_time(ca.issuer_not_after())
         );
     }
@@ -189,20 +215,18 @@ pub async fn start(config: &Config) -> Result<Controller, ControllerError> {
         control_plane_namespace: config.control_plane_namespace.clone(),
         trust_domain: config.trust_domain.clone(),
     };
-    let mut source = FileSource::new(&config.config_file);
-    let file = crate::discovery::file::load(&mut source, &index_config).await?;
-    if !file.unknown_keys.is_empty() {
-        debug!(keys = ?file.unknown_keys, "config file: keys this controller does not read yet");
-    }
-    let tokens = file.tokens;
-    if tokens.is_empty() {
-        warn!(
-            "config file {} lists no tokens: every certificate request will be refused",
-            config.config_file.display()
-        );
-    } else {
-        info!(tokens = tokens.len(), "loaded the token registry");
-    }
+    let (file, source) = match &config.config_file {
+        Some(path) => {
+            let mut source = FileSource::new(path);
+            let file = crate::discovery::file::load(&mut source, &index_config).await?;
+            if !file.unknown_keys.is_empty() {
+                debug!(keys = ?file.unknown_keys, "config file: keys this controller does not read yet");
+            }
+            (Some(file), Some(source))
+        }
+        None => (None, None),
+    };
+    let authenticator = sources::authenticator(config, kube.as_ref(), file.as_ref())?;
 
     let metrics = Arc::new(IdentityMetrics::default());
     metrics.set_issuer_expiry(ca.issuer_not_after().unix_timestamp());
@@ -214,8 +238,8 @@ pub async fn start(config: &Config) -> Result<Controller, ControllerError> {
     let shutdown = Shutdown::new();
     let (status_tx, discovery_status) = watch::channel(ReloadStatus::default());
     let (ready_tx, discovery_ready) = watch::channel(false);
-    let watcher = match config.discovery {
-        Backend::File => {
+    let watcher = match (config.discovery, file, source) {
+        (Backend::File, Some(file), Some(source)) => {
             if let Some(path) = &config.kubeconfig {
                 warn!(
                     "--kubeconfig {} is only used with --discovery kubernetes",
@@ -225,7 +249,7 @@ pub async fn start(config: &Config) -> Result<Controller, ControllerError> {
             info!(
                 workloads = file.state.workloads.len(),
                 services = file.state.services.len(),
-                file = %config.config_file.display(),
+                file = %source.path().display(),
                 "discovery: file backend loaded; watching the file for edits"
             );
             index.lock().reset(file.state);
@@ -244,16 +268,24 @@ pub async fn start(config: &Config) -> Result<Controller, ControllerError> {
                 .run(shutdown.signal()),
             )
         }
+        (Backend::File, _, _) => {
+            return Err(ControllerError::Flags(
+                "--config FILE is required with --discovery file".into(),
+            ))
+        }
         #[cfg(feature = "kubernetes")]
-        Backend::Kubernetes => {
+        (Backend::Kubernetes, file, _) => {
             use crate::discovery::kubernetes;
-            if !file.state.workloads.is_empty() || !file.state.services.is_empty() {
-                warn!(
-                    "config file {}: workloads: and services: are ignored with --discovery kubernetes",
-                    config.config_file.display()
-                );
+            if let Some(file) = file {
+                if !file.state.workloads.is_empty() || !file.state.services.is_empty() {
+                    warn!("config file: workloads: and services: are ignored with --discovery kubernetes");
+                }
             }
-            let client = kubernetes::client(config.kubeconfig.as_deref()).await?;
+            let Some(client) = kube.clone() else {
+                return Err(ControllerError::Flags(
+                    "--discovery kubernetes needs a Kubernetes client".into(),
+                ));
+            };
             info!("discovery: kubernetes backend; watching namespaces, pods, services and endpointslices");
             tokio::spawn(kubernetes::run(
                 client,
@@ -263,7 +295,7 @@ pub async fn start(config: &Config) -> Result<Controller, ControllerError> {
             ))
         }
         #[cfg(not(feature = "kubernetes"))]
-        Backend::Kubernetes => return Err(ControllerError::KubernetesUnavailable),
+        (Backend::Kubernetes, _, _) => return Err(ControllerError::KubernetesUnavailable),
     };
     let destination_metrics = Arc::new(DestinationMetrics::default());
     let destination = DestinationService {
@@ -276,7 +308,7 @@ pub async fn start(config: &Config) -> Result<Controller, ControllerError> {
         IdentityServerConfig {
             listen_addr: config.proxy_api_addr,
             ca: Arc::new(ca),
-            tokens: Arc::new(tokens),
+            tokens: Arc::new(authenticator),
             leaf_lifetime: config.leaf_lifetime,
             controller_identity: controller_identity.clone(),
             shutdown_grace: config.shutdown_grace,
@@ -349,7 +381,13 @@ pub fn main(args: ControllerArgs) -> ExitCode {
             return ExitCode::from(EXIT_SOFTWARE);
         }
     };
-    let config = Config::from(&args);
+    let config = match Config::try_from(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("weft controller: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     runtime.block_on(async move {
         let mut controller = match start(&config).await {
             Ok(c) => c,
@@ -424,375 +462,4 @@ fn init_logging(level: &str) -> Result<(), String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::identity::ca::tests::generated;
-    use crate::identity::verify::tests::{csr, WEB};
-    use bytes::Bytes;
-    use http_body_util::{BodyExt, Full};
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, ServerName};
-    use weft_api::certify::{CertifyRequest, CertifyResponse, ErrorResponse, CERTIFY_PATH};
-
-    struct Fixture {
-        dir: PathBuf,
-        config: Config,
-        anchor_pem: String,
-    }
-
-    impl Drop for Fixture {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-
-    fn fixture(name: &str, leaf_lifetime: Duration) -> Fixture {
-        let dir = std::env::temp_dir().join(format!("weft-ctl-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let g = generated();
-        crate::identity::generate::write_files(&dir, &g, false).unwrap();
-        let config_file = dir.join("weft.yaml");
-        std::fs::write(
-            &config_file,
-            "tokens:\n  - token: t-web\n    serviceAccount: web\n    namespace: apps\n",
-        )
-        .unwrap();
-        Fixture {
-            config: Config {
-                identity_dir: dir.clone(),
-                config_file,
-                discovery: Backend::File,
-                kubeconfig: None,
-                proxy_api_addr: "127.0.0.1:0".parse().unwrap(),
-                admin_addr: Some("127.0.0.1:0".parse().unwrap()),
-                leaf_lifetime,
-                trust_domain: "cluster.local".into(),
-                control_plane_namespace: "weft".into(),
-                shutdown_grace: Duration::from_secs(2),
-            },
-            dir,
-            anchor_pem: g.anchor_pem,
-        }
-    }
-
-    /// A proxy-like client: TLS 1.3 verified against the anchor for `server_name`, HTTP/2.
-    async fn connect(
-        addr: SocketAddr,
-        anchor_pem: &str,
-        server_name: &str,
-    ) -> Result<hyper::client::conn::http2::SendRequest<Full<Bytes>>, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_slice_iter(anchor_pem.as_bytes()) {
-            roots.add(c.unwrap()).unwrap();
-        }
-        let mut tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        tls.alpn_protocols = vec![b"h2".to_vec()];
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let name = ServerName::try_from(server_name.to_string()).unwrap();
-        let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
-            .connect(name, tcp)
-            .await
-            .map_err(|e| e.to_string())?;
-        assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-        let (send, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-                .await
-                .map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
-        Ok(send)
-    }
-
-    async fn post(
-        send: &mut hyper::client::conn::http2::SendRequest<Full<Bytes>>,
-        body: Vec<u8>,
-    ) -> (u16, Bytes) {
-        let req = http::Request::post(format!("https://weft-controller{CERTIFY_PATH}"))
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .unwrap();
-        let rsp = send.send_request(req).await.unwrap();
-        let status = rsp.status().as_u16();
-        (status, rsp.into_body().collect().await.unwrap().to_bytes())
-    }
-
-    const CONTROLLER: &str = "weft-controller.weft.serviceaccount.identity.weft.cluster.local";
-
-    #[tokio::test]
-    async fn serves_certify_over_h2_and_shuts_down() {
-        let f = fixture("serve", Duration::from_secs(3600));
-        let controller = start(&f.config).await.unwrap();
-        assert_ne!(controller.proxy_api_addr.port(), 0);
-        let mut send = connect(controller.proxy_api_addr, &f.anchor_pem, CONTROLLER)
-            .await
-            .unwrap();
-
-        let req = CertifyRequest {
-            identity: WEB.into(),
-            token: "t-web".into(),
-            csr_pem: csr(&[WEB]),
-        };
-        let (status, body) = post(&mut send, serde_json::to_vec(&req).unwrap()).await;
-        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-        let rsp: CertifyResponse = serde_json::from_slice(&body).unwrap();
-        assert!(rsp.chain_pem.starts_with("-----BEGIN CERTIFICATE-----"));
-
-        let (status, body) = post(&mut send, b"{not json".to_vec()).await;
-        assert_eq!(status, 400);
-        let err: ErrorResponse = serde_json::from_slice(&body).unwrap();
-        assert!(
-            err.error
-                .starts_with("the body is not a JSON certify request"),
-            "{}",
-            err.error
-        );
-
-        let (status, _) = post(&mut send, vec![b' '; MAX_BODY + 1]).await;
-        assert_eq!(status, 413);
-
-        let wrong_path = http::Request::get("https://weft-controller/nope")
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        assert_eq!(send.send_request(wrong_path).await.unwrap().status(), 404);
-        let wrong_method = http::Request::get(format!("https://weft-controller{CERTIFY_PATH}"))
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        assert_eq!(send.send_request(wrong_method).await.unwrap().status(), 405);
-
-        // The admin server counts what happened.
-        let admin = controller.admin_addr.unwrap();
-        let metrics = http_get(admin, "/metrics").await;
-        assert!(
-            metrics.contains("identity_certificates_issued_total 1\n"),
-            "{metrics}"
-        );
-        assert!(
-            metrics.contains("identity_certify_refused_total{reason=\"bad_request\"} 4\n"),
-            "{metrics}"
-        );
-        assert_eq!(http_get(admin, "/ready").await, "ready\n");
-
-        // A client expecting another name fails the handshake, and it is counted.
-        let err = connect(controller.proxy_api_addr, &f.anchor_pem, WEB)
-            .await
-            .unwrap_err();
-        assert!(err.contains("not valid for name"), "{err}");
-
-        let addr = controller.proxy_api_addr;
-        tokio::time::timeout(Duration::from_secs(5), controller.shutdown())
-            .await
-            .unwrap();
-        assert!(
-            tokio::net::TcpStream::connect(addr).await.is_err(),
-            "stopped accepting"
-        );
-    }
-
-    #[tokio::test]
-    async fn renews_its_serving_certificate() {
-        let f = fixture("renew", Duration::from_secs(2));
-        let controller = start(&f.config).await.unwrap();
-        let first = controller.metrics.render_to_string();
-        tokio::time::sleep(Duration::from_millis(2500)).await;
-        let second = controller.metrics.render_to_string();
-        let expiry = |s: &str| {
-            s.lines()
-                .find_map(|l| {
-                    l.strip_prefix("identity_controller_cert_expiration_timestamp_seconds ")
-                })
-                .unwrap()
-                .parse::<i64>()
-                .unwrap()
-        };
-        assert!(expiry(&second) > expiry(&first), "{first}\n{second}");
-        // Still serving with the new certificate.
-        connect(controller.proxy_api_addr, &f.anchor_pem, CONTROLLER)
-            .await
-            .unwrap();
-        controller.shutdown().await;
-    }
-
-    #[tokio::test]
-    async fn start_errors_name_the_problem() {
-        let f = fixture("errors", Duration::from_secs(3600));
-        std::fs::write(
-            f.dir.join("issuer.key"),
-            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
-        )
-        .unwrap();
-        let err = start(&f.config).await.unwrap_err();
-        assert_eq!(err.exit_code(), EXIT_CONFIG);
-        assert!(err.to_string().contains("issuer.key"), "{err}");
-
-        let f = fixture("errors2", Duration::from_secs(3600));
-        std::fs::write(
-            &f.config.config_file,
-            "tokens:\n  - token: a\n    serviceAccount: Web\n    namespace: apps\n",
-        )
-        .unwrap();
-        let err = start(&f.config).await.unwrap_err().to_string();
-        assert!(
-            err.contains("weft.yaml: tokens[0]: service account \"Web\""),
-            "{err}"
-        );
-
-        let mut config = f.config.clone();
-        config.trust_domain = "bad..domain".into();
-        let err = start(&config).await.unwrap_err().to_string();
-        assert!(err.starts_with("invalid --trust-domain"), "{err}");
-
-        // A port already taken.
-        std::fs::write(&f.config.config_file, "tokens: []\n").unwrap();
-        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut config = f.config.clone();
-        config.proxy_api_addr = taken.local_addr().unwrap();
-        let err = start(&config).await.unwrap_err();
-        assert_eq!(err.exit_code(), EXIT_OS);
-        assert!(
-            err.to_string().starts_with("proxy API: cannot listen on"),
-            "{err}"
-        );
-    }
-
-    #[tokio::test]
-    async fn serves_destinations_and_ends_streams_on_shutdown() {
-        let f = fixture("destination", Duration::from_secs(3600));
-        let service = "services:\n  - {name: web, namespace: apps, clusterIPs: [198.19.0.10], ports: [{port: 80, targetPort: 8080}], selector: {app: web}}\n";
-        let workload = "workloads:\n  - {name: web-1, namespace: apps, serviceAccount: web, addresses: [198.18.0.1], labels: {app: web}}\n";
-        std::fs::write(&f.config.config_file, service).unwrap();
-        let controller = start(&f.config).await.unwrap();
-        let mut send = connect(controller.proxy_api_addr, &f.anchor_pem, CONTROLLER)
-            .await
-            .unwrap();
-        let req = http::Request::get(format!(
-            "https://weft-controller{}?addr=198.19.0.10:80",
-            weft_api::destination::DESTINATION_PATH
-        ))
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-        let mut body = send.send_request(req).await.unwrap().into_body();
-        let line = |frame: Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>| {
-            let data = frame.unwrap().unwrap().into_data().unwrap();
-            serde_json::from_slice::<weft_api::destination::Update>(&data).unwrap()
-        };
-        let first = line(body.frame().await);
-        let weft_api::destination::Update::Snapshot(snapshot) = first else {
-            panic!("{first:?}")
-        };
-        assert!(snapshot.endpoints.is_empty());
-        assert_eq!(controller.index.lock().watched(), 1);
-        assert_eq!(controller.destination_metrics.streams_active(), 1);
-
-        // An edit lands in the index and on the stream.
-        std::fs::write(&f.config.config_file, format!("{service}{workload}")).unwrap();
-        let mut status = controller.discovery_status.clone();
-        tokio::time::timeout(Duration::from_secs(1), status.wait_for(|s| s.applied == 1))
-            .await
-            .unwrap()
-            .unwrap();
-        let add = line(body.frame().await);
-        assert!(
-            matches!(&add, weft_api::destination::Update::Add { endpoints } if endpoints.len() == 1),
-            "{add:?}"
-        );
-
-        // Shutdown ends the stream cleanly and does not wait for the grace period.
-        let started = std::time::Instant::now();
-        let metrics = controller.destination_metrics.clone();
-        let (_, rest) = tokio::join!(controller.shutdown(), body.collect());
-        assert!(
-            rest.is_ok(),
-            "the stream ends with END_STREAM, not an error"
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "{:?}",
-            started.elapsed()
-        );
-        assert_eq!(metrics.streams_active(), 0);
-    }
-
-    #[cfg(feature = "kubernetes")]
-    #[tokio::test]
-    async fn serves_destinations_from_kubernetes() {
-        use crate::discovery::kubernetes::fake_api::FakeApi;
-        use crate::discovery::kubernetes::tests::web_service_with_one_pod;
-        let fake = FakeApi::start().await.unwrap();
-        let vip = web_service_with_one_pod(&fake.client(), "apps").await;
-        let f = fixture("kubernetes", Duration::from_secs(3600));
-        let kubeconfig = f.dir.join("kubeconfig");
-        std::fs::write(
-            &kubeconfig,
-            format!(
-                "apiVersion: v1\nkind: Config\ncurrent-context: fake\nclusters: [{{name: fake, cluster: {{server: '{}'}}}}]\ncontexts: [{{name: fake, context: {{cluster: fake, user: nobody}}}}]\nusers: [{{name: nobody, user: {{}}}}]\n",
-                fake.url()
-            ),
-        )
-        .unwrap();
-        let mut config = f.config.clone();
-        config.discovery = Backend::Kubernetes;
-        config.kubeconfig = Some(kubeconfig.clone());
-        let controller = start(&config).await.unwrap();
-        let admin = controller.admin_addr.unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while http_get(admin, "/ready").await != "ready\n" {
-            assert!(std::time::Instant::now() < deadline, "not ready within 10s");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let mut send = connect(controller.proxy_api_addr, &f.anchor_pem, CONTROLLER)
-            .await
-            .unwrap();
-        let req = http::Request::get(format!(
-            "https://weft-controller{}?addr={vip}",
-            weft_api::destination::DESTINATION_PATH
-        ))
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-        let mut body = send.send_request(req).await.unwrap().into_body();
-        let data = body.frame().await.unwrap().unwrap().into_data().unwrap();
-        let first: weft_api::destination::Update = serde_json::from_slice(&data).unwrap();
-        let weft_api::destination::Update::Snapshot(s) = first else {
-            panic!("{first:?}")
-        };
-        assert_eq!(s.service.as_deref(), Some("web.apps"));
-        assert_eq!(s.endpoints.len(), 1);
-        assert_eq!(
-            s.endpoints[0].identity.as_deref(),
-            Some("web.apps.serviceaccount.identity.weft.cluster.local")
-        );
-        controller.shutdown().await;
-
-        // A kubeconfig that does not load stops the start, naming the file.
-        std::fs::write(&kubeconfig, "clusters: 3\n").unwrap();
-        let err = start(&config).await.unwrap_err();
-        assert_eq!(err.exit_code(), EXIT_CONFIG);
-        assert!(
-            err.to_string().starts_with(&format!(
-                "--discovery kubernetes: kubeconfig {}: ",
-                kubeconfig.display()
-            )),
-            "{err}"
-        );
-    }
-
-    async fn http_get(addr: SocketAddr, path: &str) -> String {
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        let req = http::Request::get(path)
-            .header("host", "admin")
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        let rsp = send.send_request(req).await.unwrap();
-        let body = rsp.into_body().collect().await.unwrap().to_bytes();
-        String::from_utf8_lossy(&body).into_owned()
-    }
-
-    const MAX_BODY: usize = crate::identity::server::MAX_BODY_BYTES;
-}
+mod tests;

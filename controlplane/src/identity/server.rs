@@ -18,7 +18,7 @@
 
 use super::ca::{whole_seconds, Ca, CaError, CLOCK_SKEW};
 use super::metrics::{IdentityMetrics, BAD_REQUEST};
-use super::tokens::TokenRegistry;
+use super::tokens::Authenticator;
 use super::verify::{verify, IssueDecision, Refusal, VerifyConfig};
 use crate::destination::server::{ApiBody, DestinationService};
 use crate::duration::date_time;
@@ -81,7 +81,7 @@ pub struct IdentityServerConfig {
     /// Where to listen; port 0 picks a free port (see [`IdentityServer::addr`]).
     pub listen_addr: SocketAddr,
     pub ca: Arc<Ca>,
-    pub tokens: Arc<TokenRegistry>,
+    pub tokens: Arc<Authenticator>,
     /// Lifetime of issued leaves, and of the controller's own certificate.
     pub leaf_lifetime: Duration,
     /// The name the controller's serving certificate carries.
@@ -179,7 +179,7 @@ pub async fn run_identity_server(
 #[derive(Debug)]
 pub struct IdentityService {
     pub ca: Arc<Ca>,
-    pub tokens: Arc<TokenRegistry>,
+    pub tokens: Arc<Authenticator>,
     pub leaf_lifetime: Duration,
     pub metrics: Arc<IdentityMetrics>,
 }
@@ -194,8 +194,8 @@ pub enum CertifyError {
 }
 
 impl IdentityService {
-    /// The whole decision for one request, without I/O: verify, then sign.
-    pub fn certify(
+    /// The whole decision for one request: authenticate the token, verify, then sign.
+    pub async fn certify(
         &self,
         req: &CertifyRequest,
         now: OffsetDateTime,
@@ -204,7 +204,8 @@ impl IdentityService {
             leaf_lifetime: self.leaf_lifetime,
             issuer_not_after: self.ca.issuer_not_after(),
         };
-        let decision = verify(req, &self.tokens, now, &config)?;
+        let identity = self.tokens.authenticate(&req.token).await?;
+        let decision = verify(req, &identity, now, &config)?;
         let leaf = self.ca.sign_leaf(
             &decision.public_key,
             &decision.identity,
@@ -271,7 +272,7 @@ impl IdentityService {
                 return error_response(StatusCode::BAD_REQUEST, msg);
             }
         };
-        match self.certify(&creq, OffsetDateTime::now_utc()) {
+        match self.certify(&creq, OffsetDateTime::now_utc()).await {
             Ok((decision, rsp)) => {
                 let total = self.metrics.issued();
                 info!(
@@ -566,7 +567,7 @@ mod tests {
         (
             IdentityService {
                 ca: Arc::new(ca),
-                tokens: Arc::new(registry()),
+                tokens: Arc::new(Authenticator::Registry(registry())),
                 leaf_lifetime,
                 metrics: Arc::default(),
             },
@@ -581,12 +582,13 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn issued_leaf_has_exactly_the_expected_properties() {
+    #[tokio::test]
+    async fn issued_leaf_has_exactly_the_expected_properties() {
         let (svc, g) = service(Duration::from_secs(24 * 3600));
         let now = whole_seconds(OffsetDateTime::now_utc());
         let (decision, rsp) = svc
             .certify(&request(WEB, "t-web", csr(&[WEB])), now)
+            .await
             .unwrap();
         assert_eq!(decision.identity.to_string(), WEB);
 
@@ -627,20 +629,22 @@ mod tests {
         // A second leaf gets another serial.
         let (_, rsp2) = svc
             .certify(&request(WEB, "t-web", csr(&[WEB])), now)
+            .await
             .unwrap();
         let second = certs(&rsp2.chain_pem);
         let (_, leaf2) = x509_parser::parse_x509_certificate(&second[0]).unwrap();
         assert_ne!(leaf.raw_serial(), leaf2.raw_serial());
     }
 
-    #[test]
-    fn issued_chain_verifies_for_the_identity_with_webpki() {
+    #[tokio::test]
+    async fn issued_chain_verifies_for_the_identity_with_webpki() {
         let (svc, g) = service(Duration::from_secs(3600));
         let (_, rsp) = svc
             .certify(
                 &request(WEB, "t-web", csr(&[WEB])),
                 OffsetDateTime::now_utc(),
             )
+            .await
             .unwrap();
         let chain: Vec<_> = certs(&rsp.chain_pem)
             .into_iter()

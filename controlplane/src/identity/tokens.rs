@@ -1,8 +1,9 @@
-//! The file backend's token registry: which bearer token stands for which service account.
+//! Who a proxy's token stands for: the [`Authenticator`], which is either the file
+//! backend's token registry or, in Kubernetes, the API server ([`super::token_review`]).
 //!
 //! In Kubernetes a proxy presents its projected service-account token and the controller
-//! asks the API server (TokenReview, *planned*). With the file backend (the demo, the local
-//! test suite, plain Linux hosts at the edge) the config file lists the tokens instead:
+//! asks the API server (a TokenReview). With the file backend (the demo, the local test
+//! suite, plain Linux hosts at the edge) the config file lists the tokens instead:
 //!
 //! ```yaml
 //! tokens:
@@ -11,8 +12,32 @@
 //!     namespace: apps
 //! ```
 
+use super::verify::Refusal;
 use serde::Deserialize;
 use weft_api::{IdentityError, IdentityName};
+
+/// Decides which identity a token may ask for.
+#[derive(Debug)]
+pub enum Authenticator {
+    /// The config file's `tokens:`.
+    Registry(TokenRegistry),
+    /// TokenReview against the Kubernetes API server.
+    #[cfg(feature = "kubernetes")]
+    TokenReview(super::token_review::TokenReviewer),
+}
+
+impl Authenticator {
+    /// The identity `token` stands for, or why it stands for none.
+    pub async fn authenticate(&self, token: &str) -> Result<IdentityName, Refusal> {
+        match self {
+            Authenticator::Registry(r) => {
+                r.identity_for(token).cloned().ok_or(Refusal::UnknownToken)
+            }
+            #[cfg(feature = "kubernetes")]
+            Authenticator::TokenReview(r) => r.review(token).await,
+        }
+    }
+}
 
 /// One `tokens:` entry of the config file.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -1,12 +1,13 @@
-//! Whether to sign: a pure decision from the request, the token registry, the time and the
+//! Whether to sign: a pure decision from the request, the identity its token stands for
+//! (authentication comes first: [`super::tokens::Authenticator`]), the time and the
 //! configuration. No I/O, so every refusal is table-tested.
 //!
 //! In order (the first failure is the answer):
 //!
 //! | check | refusal |
 //! |---|---|
+//! | the token is known (file backend) or the API server vouches for it (Kubernetes, [`super::token_review`]) | `401` unknown token / token rejected, `403` not a service account, `503` review unavailable |
 //! | the issuer has not expired | `503` issuer expired |
-//! | the token is known | `401` unknown token |
 //! | the token's identity is exactly the requested identity | `403`, naming both |
 //! | the CSR is PEM PKCS#10 and its signature verifies with its own key | `400` invalid CSR |
 //! | the CSR's only SAN is the identity, as a DNS name | `400`, naming what it had |
@@ -16,7 +17,6 @@
 //! controller's, never the requester's.
 
 use super::ca::{whole_seconds, CLOCK_SKEW};
-use super::tokens::TokenRegistry;
 use crate::duration::date_time;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateSigningRequestDer;
@@ -52,6 +52,8 @@ pub struct IssueDecision {
 
 /// Why a request was refused. The message is what the requester reads (and what is logged).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+// The TokenReview refusals only occur with the kubernetes feature.
+#[cfg_attr(not(feature = "kubernetes"), allow(dead_code))]
 pub enum Refusal {
     #[error("unknown token")]
     UnknownToken,
@@ -70,18 +72,24 @@ pub enum Refusal {
         "the issuer certificate expired on {0}; no certificate can be issued until it is replaced"
     )]
     IssuerExpired(String),
+    #[error("token rejected by the Kubernetes API server: {0}")]
+    TokenRejected(String),
+    #[error("the token belongs to {0:?}, not to a service account")]
+    NotServiceAccount(String),
+    #[error("cannot check the token with the Kubernetes API server (TokenReview): {0}")]
+    TokenReviewUnavailable(String),
 }
 
 impl Refusal {
     /// The HTTP status to answer with.
     pub fn status(&self) -> u16 {
         match self {
-            Refusal::UnknownToken => 401,
-            Refusal::IdentityMismatch { .. } => 403,
+            Refusal::UnknownToken | Refusal::TokenRejected(_) => 401,
+            Refusal::IdentityMismatch { .. } | Refusal::NotServiceAccount(_) => 403,
             Refusal::InvalidCsr(_) | Refusal::CsrNameMismatch { .. } | Refusal::CsrKeyType(_) => {
                 400
             }
-            Refusal::IssuerExpired(_) => 503,
+            Refusal::IssuerExpired(_) | Refusal::TokenReviewUnavailable(_) => 503,
         }
     }
 
@@ -94,17 +102,23 @@ impl Refusal {
             Refusal::CsrNameMismatch { .. } => "csr_name_mismatch",
             Refusal::CsrKeyType(_) => "csr_key_type",
             Refusal::IssuerExpired(_) => "issuer_expired",
+            Refusal::TokenRejected(_) => "token_rejected",
+            Refusal::NotServiceAccount(_) => "not_a_service_account",
+            Refusal::TokenReviewUnavailable(_) => "token_review_unavailable",
         }
     }
 
     /// Every reason, for metrics that list all of them from the start.
-    pub const REASONS: [&'static str; 6] = [
+    pub const REASONS: [&'static str; 9] = [
         "unknown_token",
         "identity_mismatch",
         "invalid_csr",
         "csr_name_mismatch",
         "csr_key_type",
         "issuer_expired",
+        "token_rejected",
+        "not_a_service_account",
+        "token_review_unavailable",
     ];
 }
 
@@ -119,7 +133,7 @@ fn describe_names(found: &[String]) -> String {
 /// Decides whether to sign.
 pub fn verify(
     req: &CertifyRequest,
-    tokens: &TokenRegistry,
+    identity: &IdentityName,
     now: OffsetDateTime,
     config: &VerifyConfig,
 ) -> Result<IssueDecision, Refusal> {
@@ -127,9 +141,6 @@ pub fn verify(
     if now >= config.issuer_not_after {
         return Err(Refusal::IssuerExpired(date_time(config.issuer_not_after)));
     }
-    let identity = tokens
-        .identity_for(&req.token)
-        .ok_or(Refusal::UnknownToken)?;
     let expected = identity.to_string();
     if req.identity != expected {
         return Err(Refusal::IdentityMismatch {
@@ -268,11 +279,22 @@ fn describe_general_name(n: &GeneralName<'_>) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::identity::tokens::TokenEntry;
+    use crate::identity::tokens::{TokenEntry, TokenRegistry};
     use rcgen::{CertificateParams, KeyPair, SignatureAlgorithm};
 
     pub(crate) const WEB: &str = "web.apps.serviceaccount.identity.weft.cluster.local";
     pub(crate) const DB: &str = "db.apps.serviceaccount.identity.weft.cluster.local";
+
+    /// Authentication through the registry, then the decision: what the service does.
+    fn verify_with(
+        req: &CertifyRequest,
+        reg: &TokenRegistry,
+        now: OffsetDateTime,
+        config: &VerifyConfig,
+    ) -> Result<IssueDecision, Refusal> {
+        let id = reg.identity_for(&req.token).ok_or(Refusal::UnknownToken)?;
+        verify(req, id, now, config)
+    }
 
     pub(crate) fn registry() -> TokenRegistry {
         let e = |t: &str, sa: &str| TokenEntry {
@@ -422,7 +444,7 @@ pub(crate) mod tests {
         ];
         let reg = registry();
         for (name, req, status, message) in cases {
-            let r = verify(&req, &reg, now, &config(now)).unwrap_err();
+            let r = verify_with(&req, &reg, now, &config(now)).unwrap_err();
             assert_eq!(r.status(), status, "{name}: {r}");
             assert!(
                 r.to_string().starts_with(&message),
@@ -438,7 +460,7 @@ pub(crate) mod tests {
             leaf_lifetime: Duration::from_secs(3600),
             issuer_not_after: now - time::Duration::seconds(1),
         };
-        let r = verify(
+        let r = verify_with(
             &request(WEB, "t-web", csr(&[WEB])),
             &registry(),
             now,
@@ -458,7 +480,7 @@ pub(crate) mod tests {
     fn accepts_a_good_request() {
         let now = whole_seconds(OffsetDateTime::now_utc());
         let pem = csr(&[WEB]);
-        let d = verify(
+        let d = verify_with(
             &request(WEB, "t-web", pem.clone()),
             &registry(),
             now,
@@ -489,7 +511,7 @@ pub(crate) mod tests {
             leaf_lifetime: Duration::from_secs(24 * 3600),
             issuer_not_after: now + time::Duration::hours(2),
         };
-        let d = verify(
+        let d = verify_with(
             &request(WEB, "t-web", csr(&[WEB])),
             &registry(),
             now,
@@ -501,7 +523,7 @@ pub(crate) mod tests {
             leaf_lifetime: Duration::MAX,
             ..config
         };
-        let d = verify(
+        let d = verify_with(
             &request(WEB, "t-web", csr(&[WEB])),
             &registry(),
             now,
@@ -526,6 +548,9 @@ pub(crate) mod tests {
             },
             Refusal::CsrKeyType(String::new()),
             Refusal::IssuerExpired(String::new()),
+            Refusal::TokenRejected(String::new()),
+            Refusal::NotServiceAccount(String::new()),
+            Refusal::TokenReviewUnavailable(String::new()),
         ];
         let reasons: Vec<_> = all.iter().map(Refusal::reason).collect();
         assert_eq!(reasons, Refusal::REASONS);

@@ -3,8 +3,12 @@
 //!
 //! What it does:
 //!
-//! - Namespaces, Pods, Services and ServiceAccounts (`/api/v1`) and EndpointSlices
-//!   (`/apis/discovery.k8s.io/v1`), cluster-wide and per namespace.
+//! - Namespaces, Pods, Services, ServiceAccounts and Secrets (`/api/v1`) and
+//!   EndpointSlices (`/apis/discovery.k8s.io/v1`), cluster-wide and per namespace.
+//! - `TokenReview` (`POST /apis/authentication.k8s.io/v1/tokenreviews`) against tokens the
+//!   test registers with [`FakeApi::add_token`], answering like the real server: the
+//!   user and the audiences it shares with the review's `spec.audiences`, or
+//!   `authenticated` unset with an `error` for unknown, expired or other-audience tokens.
 //! - Objects kept in memory as JSON, each write bumping one global `resourceVersion`
 //!   (set on the object, with a `uid` and a `creationTimestamp` on create).
 //! - `GET` of one object or a list (`metadata.resourceVersion` set to the current one).
@@ -63,6 +67,7 @@ pub enum Resource {
     Pods,
     Services,
     ServiceAccounts,
+    Secrets,
     EndpointSlices,
 }
 
@@ -73,6 +78,7 @@ impl Resource {
             "pods" => Resource::Pods,
             "services" => Resource::Services,
             "serviceaccounts" => Resource::ServiceAccounts,
+            "secrets" => Resource::Secrets,
             "endpointslices" => Resource::EndpointSlices,
             _ => return None,
         })
@@ -84,6 +90,7 @@ impl Resource {
             Resource::Pods => "Pod",
             Resource::Services => "Service",
             Resource::ServiceAccounts => "ServiceAccount",
+            Resource::Secrets => "Secret",
             Resource::EndpointSlices => "EndpointSlice",
         }
     }
@@ -122,7 +129,20 @@ struct Store {
     next_cluster_ip: u32,
     /// `METHOD path?query` of every request, oldest first.
     requests: Vec<String>,
+    /// Tokens TokenReview knows.
+    tokens: BTreeMap<String, FakeToken>,
 }
+
+/// A token the fake's TokenReview recognises.
+#[derive(Debug, Clone)]
+struct FakeToken {
+    username: String,
+    audiences: Vec<String>,
+    expired: bool,
+}
+
+/// The TokenReview endpoint.
+const TOKEN_REVIEWS: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
 
 /// A running fake API server; it stops when dropped.
 pub struct FakeApi {
@@ -150,11 +170,41 @@ impl FakeApi {
             watches: Vec::new(),
             next_cluster_ip: 1,
             requests: Vec::new(),
+            tokens: BTreeMap::new(),
         }));
         let stop = Shutdown::new();
         tokio::spawn(accept(listener, store.clone(), stop.signal()));
         tokio::spawn(bookmarks(store.clone(), stop.signal()));
         Ok(Self { addr, store, stop })
+    }
+
+    /// Makes TokenReview accept `token` as `username` (e.g.
+    /// `system:serviceaccount:apps:web`) for these audiences.
+    pub fn add_token(&self, token: &str, username: &str, audiences: &[&str]) {
+        self.store().tokens.insert(
+            token.to_string(),
+            FakeToken {
+                username: username.to_string(),
+                audiences: audiences.iter().map(|a| a.to_string()).collect(),
+                expired: false,
+            },
+        );
+    }
+
+    /// From now on TokenReview says `token` has expired.
+    pub fn expire_token(&self, token: &str) {
+        if let Some(t) = self.store().tokens.get_mut(token) {
+            t.expired = true;
+        }
+    }
+
+    /// How many TokenReviews were asked for.
+    pub fn token_reviews(&self) -> usize {
+        self.store()
+            .requests
+            .iter()
+            .filter(|r| r.starts_with(&format!("POST {TOKEN_REVIEWS}")))
+            .count()
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -198,6 +248,7 @@ impl FakeApi {
             Resource::Pods => "/pods",
             Resource::Services => "/services",
             Resource::ServiceAccounts => "/serviceaccounts",
+            Resource::Secrets => "/secrets",
             Resource::EndpointSlices => "/endpointslices",
         };
         self.store()
@@ -358,6 +409,22 @@ async fn handle(store: &Arc<Mutex<Store>>, req: Request<Incoming>) -> Response<B
         "{method} {}",
         uri.path_and_query().map_or("", |p| p.as_str())
     ));
+    if uri.path() == TOKEN_REVIEWS {
+        if method != Method::POST {
+            return status(405, "MethodNotAllowed", "tokenreviews only take POST");
+        }
+        let body = match req.into_body().collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => return status(400, "BadRequest", &e.to_string()),
+        };
+        return match serde_json::from_slice::<Value>(&body) {
+            Ok(review) => {
+                let answer = lock(store).review(review);
+                json_response(201, &answer)
+            }
+            Err(e) => status(400, "BadRequest", &format!("the body is not JSON: {e}")),
+        };
+    }
     let Some(target) = target(uri.path()) else {
         return status(
             404,
@@ -460,6 +527,51 @@ async fn handle(store: &Arc<Mutex<Store>>, req: Request<Incoming>) -> Response<B
 }
 
 impl Store {
+    /// Answers a TokenReview the way kube-apiserver does for service-account tokens.
+    fn review(&self, mut review: Value) -> Value {
+        let token = review["spec"]["token"].as_str().unwrap_or("").to_string();
+        let wanted: Vec<String> = review["spec"]["audiences"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let status = match self.tokens.get(&token) {
+            None => json!({"user": {}, "error": "[invalid bearer token, token lookup failed]"}),
+            Some(t) if t.expired => {
+                json!({"user": {}, "error": "[invalid bearer token, service account token has expired]"})
+            }
+            Some(t) => {
+                let shared: Vec<&String> = if wanted.is_empty() {
+                    t.audiences.iter().collect()
+                } else {
+                    wanted.iter().filter(|w| t.audiences.contains(w)).collect()
+                };
+                if shared.is_empty() {
+                    json!({"user": {}, "error": format!("[invalid bearer token, token audiences {:?} is invalid for the target audiences {:?}]", t.audiences, wanted)})
+                } else {
+                    let ns = t.username.split(':').nth(2).unwrap_or("");
+                    json!({
+                        "authenticated": true,
+                        "user": {
+                            "username": t.username,
+                            "uid": "00000000-0000-0000-0000-000000000001",
+                            "groups": ["system:serviceaccounts", format!("system:serviceaccounts:{ns}"), "system:authenticated"],
+                        },
+                        "audiences": shared,
+                    })
+                }
+            }
+        };
+        review["apiVersion"] = json!("authentication.k8s.io/v1");
+        review["kind"] = json!("TokenReview");
+        review["metadata"] = json!({"creationTimestamp": null});
+        review["status"] = status;
+        review
+    }
+
     fn bump(&mut self) -> u64 {
         self.rv += 1;
         self.rv

@@ -361,9 +361,10 @@ async fn scenario(client: &Client, index: &SharedIndex, ns: &str) {
     })
     .await;
 
-    // A pod's own address, with the namespace's opaque port.
+    // A pod's own address, with the namespace's opaque port (the namespace and pod
+    // watches are separate streams: the pod may be indexed first, then updated).
     let pod = until(index, "198.18.0.2:5432".parse().unwrap(), "the pod", |s| {
-        s.kind == Kind::Pod
+        s.kind == Kind::Pod && s.endpoints[0].protocol_hint == Some(ProtocolHint::Opaque)
     })
     .await;
     assert_eq!(pod.endpoints[0].protocol_hint, Some(ProtocolHint::Opaque));

@@ -1,0 +1,534 @@
+//! The controller started in-process: real TLS, real HTTP/2, the file backend and the
+//! Kubernetes backend against the fake API server.
+
+use super::*;
+use crate::identity::ca::tests::generated;
+use crate::identity::verify::tests::{csr, WEB};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use weft_api::certify::{CertifyRequest, CertifyResponse, ErrorResponse, CERTIFY_PATH};
+
+struct Fixture {
+    dir: PathBuf,
+    config: Config,
+    anchor_pem: String,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn fixture(name: &str, leaf_lifetime: Duration) -> Fixture {
+    let dir = std::env::temp_dir().join(format!("weft-ctl-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let g = generated();
+    crate::identity::generate::write_files(&dir, &g, false).unwrap();
+    let config_file = dir.join("weft.yaml");
+    std::fs::write(
+        &config_file,
+        "tokens:\n  - token: t-web\n    serviceAccount: web\n    namespace: apps\n",
+    )
+    .unwrap();
+    Fixture {
+        config: Config {
+            identity: IdentitySource::Dir(dir.clone()),
+            config_file: Some(config_file),
+            discovery: Backend::File,
+            kubeconfig: None,
+            proxy_api_addr: "127.0.0.1:0".parse().unwrap(),
+            admin_addr: Some("127.0.0.1:0".parse().unwrap()),
+            leaf_lifetime,
+            trust_domain: "cluster.local".into(),
+            control_plane_namespace: "weft".into(),
+            shutdown_grace: Duration::from_secs(2),
+        },
+        dir,
+        anchor_pem: g.anchor_pem,
+    }
+}
+
+/// A proxy-like client: TLS 1.3 verified against the anchor for `server_name`, HTTP/2.
+async fn connect(
+    addr: SocketAddr,
+    anchor_pem: &str,
+    server_name: &str,
+) -> Result<hyper::client::conn::http2::SendRequest<Full<Bytes>>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(anchor_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let mut tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from(server_name.to_string()).unwrap();
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    Ok(send)
+}
+
+async fn post(
+    send: &mut hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    body: Vec<u8>,
+) -> (u16, Bytes) {
+    let req = http::Request::post(format!("https://weft-controller{CERTIFY_PATH}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let rsp = send.send_request(req).await.unwrap();
+    let status = rsp.status().as_u16();
+    (status, rsp.into_body().collect().await.unwrap().to_bytes())
+}
+
+const CONTROLLER: &str = "weft-controller.weft.serviceaccount.identity.weft.cluster.local";
+
+#[tokio::test]
+async fn serves_certify_over_h2_and_shuts_down() {
+    let f = fixture("serve", Duration::from_secs(3600));
+    let controller = start(&f.config).await.unwrap();
+    assert_ne!(controller.proxy_api_addr.port(), 0);
+    let mut send = connect(controller.proxy_api_addr, &f.anchor_pem, CONTROLLER)
+        .await
+        .unwrap();
+
+    let req = CertifyRequest {
+        identity: WEB.into(),
+        token: "t-web".into(),
+        csr_pem: csr(&[WEB]),
+    };
+    let (status, body) = post(&mut send, serde_json::to_vec(&req).unwrap()).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let rsp: CertifyResponse = serde_json::from_slice(&body).unwrap();
+    assert!(rsp.chain_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+
+    let (status, body) = post(&mut send, b"{not json".to_vec()).await;
+    assert_eq!(status, 400);
+    let err: ErrorResponse = serde_json::from_slice(&body).unwrap();
+    assert!(
+        err.error
+            .starts_with("the body is not a JSON certify request"),
+        "{}",
+        err.error
+    );
+
+    let (status, _) = post(&mut send, vec![b' '; MAX_BODY + 1]).await;
+    assert_eq!(status, 413);
+
+    let wrong_path = http::Request::get("https://weft-controller/nope")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(send.send_request(wrong_path).await.unwrap().status(), 404);
+    let wrong_method = http::Request::get(format!("https://weft-controller{CERTIFY_PATH}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(send.send_request(wrong_method).await.unwrap().status(), 405);
+
+    // The admin server counts what happened.
+    let admin = controller.admin_addr.unwrap();
+    let metrics = http_get(admin, "/metrics").await;
+    assert!(
+        metrics.contains("identity_certificates_issued_total 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("identity_certify_refused_total{reason=\"bad_request\"} 4\n"),
+        "{metrics}"
+    );
+    assert_eq!(http_get(admin, "/ready").await, "ready\n");
+
+    // A client expecting another name fails the handshake, and it is counted.
+    let err = connect(controller.proxy_api_addr, &f.anchor_pem, WEB)
+        .await
+        .unwrap_err();
+    assert!(err.contains("not valid for name"), "{err}");
+
+    let addr = controller.proxy_api_addr;
+    tokio::time::timeout(Duration::from_secs(5), controller.shutdown())
+        .await
+        .unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "stopped accepting"
+    );
+}
+
+#[tokio::test]
+async fn renews_its_serving_certificate() {
+    let f = fixture("renew", Duration::from_secs(2));
+    let controller = start(&f.config).await.unwrap();
+    let first = controller.metrics.render_to_string();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let second = controller.metrics.render_to_string();
+    let expiry = |s: &str| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("identity_controller_cert_expiration_timestamp_seconds "))
+            .unwrap()
+            .parse::<i64>()
+            .unwrap()
+    };
+    assert!(expiry(&second) > expiry(&first), "{first}\n{second}");
+    // Still serving with the new certificate.
+    connect(controller.proxy_api_addr, &f.anchor_pem, CONTROLLER)
+        .await
+        .unwrap();
+    controller.shutdown().await;
+}
+
+#[tokio::test]
+async fn start_errors_name_the_problem() {
+    let f = fixture("errors", Duration::from_secs(3600));
+    std::fs::write(
+        f.dir.join("issuer.key"),
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let err = start(&f.config).await.unwrap_err();
+    assert_eq!(err.exit_code(), EXIT_CONFIG);
+    assert!(err.to_string().contains("issuer.key"), "{err}");
+
+    let f = fixture("errors2", Duration::from_secs(3600));
+    std::fs::write(
+        f.config.config_file.as_ref().unwrap(),
+        "tokens:\n  - token: a\n    serviceAccount: Web\n    namespace: apps\n",
+    )
+    .unwrap();
+    let err = start(&f.config).await.unwrap_err().to_string();
+    assert!(
+        err.contains("weft.yaml: tokens[0]: service account \"Web\""),
+        "{err}"
+    );
+
+    let mut config = f.config.clone();
+    config.trust_domain = "bad..domain".into();
+    let err = start(&config).await.unwrap_err().to_string();
+    assert!(err.starts_with("invalid --trust-domain"), "{err}");
+
+    // A port already taken.
+    std::fs::write(f.config.config_file.as_ref().unwrap(), "tokens: []\n").unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut config = f.config.clone();
+    config.proxy_api_addr = taken.local_addr().unwrap();
+    let err = start(&config).await.unwrap_err();
+    assert_eq!(err.exit_code(), EXIT_OS);
+    assert!(
+        err.to_string().starts_with("proxy API: cannot listen on"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn serves_destinations_and_ends_streams_on_shutdown() {
+    let f = fixture("destination", Duration::from_secs(3600));
+    let service = "services:\n  - {name: web, namespace: apps, clusterIPs: [198.19.0.10], ports: [{port: 80, targetPort: 8080}], selector: {app: web}}\n";
+    let workload = "workloads:\n  - {name: web-1, namespace: apps, serviceAccount: web, addresses: [198.18.0.1], labels: {app: web}}\n";
+    std::fs::write(f.config.config_file.as_ref().unwrap(), service).unwrap();
+    let controller = start(&f.config).await.unwrap();
+    let mut send = connect(controller.proxy_api_addr, &f.anchor_pem, CONTROLLER)
+        .await
+        .unwrap();
+    let req = http::Request::get(format!(
+        "https://weft-controller{}?addr=198.19.0.10:80",
+        weft_api::destination::DESTINATION_PATH
+    ))
+    .body(Full::new(Bytes::new()))
+    .unwrap();
+    let mut body = send.send_request(req).await.unwrap().into_body();
+    let line = |frame: Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>| {
+        let data = frame.unwrap().unwrap().into_data().unwrap();
+        serde_json::from_slice::<weft_api::destination::Update>(&data).unwrap()
+    };
+    let first = line(body.frame().await);
+    let weft_api::destination::Update::Snapshot(snapshot) = first else {
+        panic!("{first:?}")
+    };
+    assert!(snapshot.endpoints.is_empty());
+    assert_eq!(controller.index.lock().watched(), 1);
+    assert_eq!(controller.destination_metrics.streams_active(), 1);
+
+    // An edit lands in the index and on the stream.
+    std::fs::write(
+        f.config.config_file.as_ref().unwrap(),
+        format!("{service}{workload}"),
+    )
+    .unwrap();
+    let mut status = controller.discovery_status.clone();
+    tokio::time::timeout(Duration::from_secs(1), status.wait_for(|s| s.applied == 1))
+        .await
+        .unwrap()
+        .unwrap();
+    let add = line(body.frame().await);
+    assert!(
+        matches!(&add, weft_api::destination::Update::Add { endpoints } if endpoints.len() == 1),
+        "{add:?}"
+    );
+
+    // Shutdown ends the stream cleanly and does not wait for the grace period.
+    let started = std::time::Instant::now();
+    let metrics = controller.destination_metrics.clone();
+    let (_, rest) = tokio::join!(controller.shutdown(), body.collect());
+    assert!(
+        rest.is_ok(),
+        "the stream ends with END_STREAM, not an error"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(metrics.streams_active(), 0);
+}
+
+#[cfg(feature = "kubernetes")]
+#[tokio::test]
+async fn serves_destinations_from_kubernetes() {
+    use crate::discovery::kubernetes::fake_api::FakeApi;
+    use crate::discovery::kubernetes::tests::web_service_with_one_pod;
+    let fake = FakeApi::start().await.unwrap();
+    let vip = web_service_with_one_pod(&fake.client(), "apps").await;
+    let f = fixture("kubernetes", Duration::from_secs(3600));
+    let kubeconfig = fake_kubeconfig(&f.dir, &fake.url());
+    let mut config = f.config.clone();
+    config.discovery = Backend::Kubernetes;
+    config.kubeconfig = Some(kubeconfig.clone());
+    let controller = start(&config).await.unwrap();
+    let admin = controller.admin_addr.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while http_get(admin, "/ready").await != "ready\n" {
+        assert!(std::time::Instant::now() < deadline, "not ready within 10s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut send = connect(controller.proxy_api_addr, &f.anchor_pem, CONTROLLER)
+        .await
+        .unwrap();
+    let req = http::Request::get(format!(
+        "https://weft-controller{}?addr={vip}",
+        weft_api::destination::DESTINATION_PATH
+    ))
+    .body(Full::new(Bytes::new()))
+    .unwrap();
+    let mut body = send.send_request(req).await.unwrap().into_body();
+    let data = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    let first: weft_api::destination::Update = serde_json::from_slice(&data).unwrap();
+    let weft_api::destination::Update::Snapshot(s) = first else {
+        panic!("{first:?}")
+    };
+    assert_eq!(s.service.as_deref(), Some("web.apps"));
+    assert_eq!(s.endpoints.len(), 1);
+    assert_eq!(
+        s.endpoints[0].identity.as_deref(),
+        Some("web.apps.serviceaccount.identity.weft.cluster.local")
+    );
+    controller.shutdown().await;
+
+    // A kubeconfig that does not load stops the start, naming the file.
+    std::fs::write(&kubeconfig, "clusters: 3\n").unwrap();
+    let err = start(&config).await.unwrap_err();
+    assert_eq!(err.exit_code(), EXIT_CONFIG);
+    assert!(
+        err.to_string().starts_with(&format!(
+            "Kubernetes client: kubeconfig {}: ",
+            kubeconfig.display()
+        )),
+        "{err}"
+    );
+}
+
+/// A kubeconfig for the fake API server (plain HTTP, no credentials).
+#[cfg(feature = "kubernetes")]
+fn fake_kubeconfig(dir: &std::path::Path, url: &str) -> PathBuf {
+    let path = dir.join("kubeconfig");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: fake\nclusters: [{{name: fake, cluster: {{server: '{url}'}}}}]\ncontexts: [{{name: fake, context: {{cluster: fake, user: nobody}}}}]\nusers: [{{name: nobody, user: {{}}}}]\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[cfg(feature = "kubernetes")]
+#[tokio::test]
+async fn certifies_with_token_review_and_an_issuer_from_a_secret() {
+    use crate::discovery::kubernetes::fake_api::FakeApi;
+    use k8s_openapi::api::core::v1::{Namespace, Secret};
+    use k8s_openapi::ByteString;
+    use kube::api::{Api, PostParams};
+    use weft_api::certify::TOKEN_AUDIENCE;
+
+    let fake = FakeApi::start().await.unwrap();
+    let client = fake.client();
+    let ns: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "weft"}})).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    // A cert-manager style Secret: ca.crt, tls.crt, tls.key. The files in the fixture's
+    // directory are a different issuer, so a leaf from the Secret's proves where it came from.
+    let g = generated();
+    let mut secret = Secret::default();
+    secret.metadata.name = Some("weft-identity-issuer".into());
+    secret.data = Some(
+        [
+            ("ca.crt", &g.anchor_pem),
+            ("tls.crt", &g.issuer_pem),
+            ("tls.key", &g.issuer_key_pem),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+        .collect(),
+    );
+    Api::<Secret>::namespaced(client.clone(), "weft")
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    fake.add_token(
+        "sa-web",
+        "system:serviceaccount:apps:web",
+        &[TOKEN_AUDIENCE],
+    );
+    fake.add_token("sa-db", "system:serviceaccount:apps:db", &[TOKEN_AUDIENCE]);
+    fake.add_token(
+        "sa-web-api-audience",
+        "system:serviceaccount:apps:web",
+        &["https://kubernetes.default.svc.cluster.local"],
+    );
+    fake.add_token("alice", "alice", &[TOKEN_AUDIENCE]);
+
+    let f = fixture("token-review", Duration::from_secs(3600));
+    let mut config = f.config.clone();
+    config.discovery = Backend::Kubernetes;
+    config.kubeconfig = Some(fake_kubeconfig(&f.dir, &fake.url()));
+    config.identity = IdentitySource::Secret("weft-identity-issuer".into());
+    // The config file's tokens (t-web) mean nothing in Kubernetes mode.
+    let controller = start(&config).await.unwrap();
+    let mut send = connect(controller.proxy_api_addr, &g.anchor_pem, CONTROLLER)
+        .await
+        .unwrap();
+    let certify = |token: &str| {
+        serde_json::to_vec(&CertifyRequest {
+            identity: WEB.into(),
+            token: token.into(),
+            csr_pem: csr(&[WEB]),
+        })
+        .unwrap()
+    };
+
+    let (status, body) = post(&mut send, certify("sa-web")).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let rsp: CertifyResponse = serde_json::from_slice(&body).unwrap();
+    let chain: Vec<CertificateDer> = CertificateDer::pem_slice_iter(rsp.chain_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let issuer = CertificateDer::from_pem_slice(g.issuer_pem.as_bytes()).unwrap();
+    assert_eq!(chain.len(), 2);
+    assert_eq!(chain[1], issuer, "signed by the Secret's issuer");
+
+    let cases: &[(&str, u16, &str)] = &[
+        ("t-web", 401, "token rejected by the Kubernetes API server: [invalid bearer token, token lookup failed]"),
+        ("sa-web-api-audience", 401, "token rejected by the Kubernetes API server: [invalid bearer token, token audiences [\"https://kubernetes.default.svc.cluster.local\"] is invalid for the target audiences [\"identity.weft.dev\"]]"),
+        ("sa-db", 403, "the token is for identity \"db.apps.serviceaccount.identity.weft.cluster.local\", not \"web.apps.serviceaccount.identity.weft.cluster.local\""),
+        ("alice", 403, "the token belongs to \"alice\", not to a service account"),
+        ("", 401, "token rejected by the Kubernetes API server: the token is empty"),
+    ];
+    for (token, want_status, want) in cases {
+        let (status, body) = post(&mut send, certify(token)).await;
+        let err: ErrorResponse = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            (status, err.error.as_str()),
+            (*want_status, *want),
+            "token {token:?}"
+        );
+    }
+    fake.expire_token("sa-web");
+    let (status, body) = post(&mut send, certify("sa-web")).await;
+    let err: ErrorResponse = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (status, err.error.as_str()),
+        (401, "token rejected by the Kubernetes API server: [invalid bearer token, service account token has expired]")
+    );
+    // Every non-empty token went to the API server exactly once.
+    assert_eq!(fake.token_reviews(), 6);
+    let metrics = http_get(controller.admin_addr.unwrap(), "/metrics").await;
+    for line in [
+        "identity_certificates_issued_total 1\n",
+        "identity_certify_refused_total{reason=\"token_rejected\"} 4\n",
+        "identity_certify_refused_total{reason=\"identity_mismatch\"} 1\n",
+        "identity_certify_refused_total{reason=\"not_a_service_account\"} 1\n",
+        "identity_certify_refused_total{reason=\"unknown_token\"} 0\n",
+    ] {
+        assert!(metrics.contains(line), "{line}{metrics}");
+    }
+    controller.shutdown().await;
+
+    // The API server going away answers 503, and says why.
+    let controller = start(&config).await.unwrap();
+    let mut send = connect(controller.proxy_api_addr, &g.anchor_pem, CONTROLLER)
+        .await
+        .unwrap();
+    drop(fake);
+    let (status, body) = post(&mut send, certify("sa-db")).await;
+    let err: ErrorResponse = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status, 503, "{}", err.error);
+    assert!(
+        err.error
+            .starts_with("cannot check the token with the Kubernetes API server (TokenReview): "),
+        "{}",
+        err.error
+    );
+    controller.shutdown().await;
+}
+
+#[cfg(feature = "kubernetes")]
+#[tokio::test]
+async fn a_missing_issuer_secret_stops_the_start_naming_it() {
+    use crate::discovery::kubernetes::fake_api::FakeApi;
+    let fake = FakeApi::start().await.unwrap();
+    let f = fixture("no-secret", Duration::from_secs(3600));
+    let mut config = f.config.clone();
+    config.discovery = Backend::Kubernetes;
+    config.kubeconfig = Some(fake_kubeconfig(&f.dir, &fake.url()));
+    config.identity = IdentitySource::Secret("nope".into());
+    config.config_file = None;
+    let err = start(&config).await.unwrap_err();
+    assert_eq!(err.exit_code(), EXIT_CONFIG);
+    assert!(
+        err.to_string()
+            .starts_with("--identity-secret: cannot read Secret weft/nope: "),
+        "{err}"
+    );
+}
+
+async fn http_get(addr: SocketAddr, path: &str) -> String {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get(path)
+        .header("host", "admin")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let rsp = send.send_request(req).await.unwrap();
+    let body = rsp.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+const MAX_BODY: usize = crate::identity::server::MAX_BODY_BYTES;
