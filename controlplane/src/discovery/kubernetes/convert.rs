@@ -509,6 +509,14 @@ pub fn trim_slice(slice: &mut EndpointSlice) {
     }
 }
 
+/// Keeps what a route's split reads: metadata without annotations or labels.
+pub fn trim_route(route: &mut objects::HttpRoute) {
+    trim_meta(&mut route.metadata);
+    route.metadata.annotations = None;
+    route.metadata.labels = None;
+    route.metadata.owner_references = None;
+}
+
 /// Keeps a namespace's name and Weft annotations only.
 pub fn trim_namespace(ns: &mut objects::Namespace) {
     trim_meta(&mut ns.metadata);

@@ -5,6 +5,8 @@
 //!
 //! - Namespaces, Pods, Services, ServiceAccounts and Secrets (`/api/v1`) and
 //!   EndpointSlices (`/apis/discovery.k8s.io/v1`), cluster-wide and per namespace.
+//! - HTTPRoutes (`/apis/gateway.networking.k8s.io/v1`), only after
+//!   [`FakeApi::install_gateway_api`] (before, `404` as on a cluster without the CRDs).
 //! - `TokenReview` (`POST /apis/authentication.k8s.io/v1/tokenreviews`) against tokens the
 //!   test registers with [`FakeApi::add_token`], answering like the real server: the
 //!   user and the audiences it shares with the review's `spec.audiences`, or
@@ -69,6 +71,7 @@ pub enum Resource {
     ServiceAccounts,
     Secrets,
     EndpointSlices,
+    HttpRoutes,
 }
 
 impl Resource {
@@ -80,6 +83,7 @@ impl Resource {
             "serviceaccounts" => Resource::ServiceAccounts,
             "secrets" => Resource::Secrets,
             "endpointslices" => Resource::EndpointSlices,
+            "httproutes" => Resource::HttpRoutes,
             _ => return None,
         })
     }
@@ -92,13 +96,23 @@ impl Resource {
             Resource::ServiceAccounts => "ServiceAccount",
             Resource::Secrets => "Secret",
             Resource::EndpointSlices => "EndpointSlice",
+            Resource::HttpRoutes => "HTTPRoute",
         }
     }
 
     fn api_version(self) -> &'static str {
         match self {
             Resource::EndpointSlices => "discovery.k8s.io/v1",
+            Resource::HttpRoutes => "gateway.networking.k8s.io/v1",
             _ => "v1",
+        }
+    }
+
+    /// The API group ("" for the core group).
+    fn group(self) -> &'static str {
+        match self.api_version().split_once('/') {
+            Some((group, _)) => group,
+            None => "",
         }
     }
 
@@ -131,6 +145,8 @@ struct Store {
     requests: Vec<String>,
     /// Tokens TokenReview knows.
     tokens: BTreeMap<String, FakeToken>,
+    /// Whether the Gateway API CRDs are installed (HTTPRoutes served).
+    gateway_api: bool,
 }
 
 /// A token the fake's TokenReview recognises.
@@ -171,11 +187,17 @@ impl FakeApi {
             next_cluster_ip: 1,
             requests: Vec::new(),
             tokens: BTreeMap::new(),
+            gateway_api: false,
         }));
         let stop = Shutdown::new();
         tokio::spawn(accept(listener, store.clone(), stop.signal()));
         tokio::spawn(bookmarks(store.clone(), stop.signal()));
         Ok(Self { addr, store, stop })
+    }
+
+    /// Serves HTTPRoutes from now on, as if the Gateway API CRDs were installed.
+    pub fn install_gateway_api(&self) {
+        self.store().gateway_api = true;
     }
 
     /// Makes TokenReview accept `token` as `username` (e.g.
@@ -250,6 +272,7 @@ impl FakeApi {
             Resource::ServiceAccounts => "/serviceaccounts",
             Resource::Secrets => "/secrets",
             Resource::EndpointSlices => "/endpointslices",
+            Resource::HttpRoutes => "/httproutes",
         };
         self.store()
             .requests
@@ -349,13 +372,13 @@ enum Target {
 
 fn target(path: &str) -> Option<Target> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let rest: &[&str] = match segs.as_slice() {
-        ["api", "v1", rest @ ..] => rest,
-        ["apis", "discovery.k8s.io", "v1", rest @ ..] => rest,
+    let (group, rest): (&str, &[&str]) = match segs.as_slice() {
+        ["api", "v1", rest @ ..] => ("", rest),
+        ["apis", group, "v1", rest @ ..] => (group, rest),
         _ => return None,
     };
-    let core = segs[0] == "api";
-    let allowed = |r: Resource| core != (r == Resource::EndpointSlices);
+    let core = group.is_empty();
+    let allowed = |r: Resource| r.group() == group;
     let t = match rest {
         [res] => Target::Collection {
             resource: Resource::parse(res)?,
@@ -425,7 +448,13 @@ async fn handle(store: &Arc<Mutex<Store>>, req: Request<Incoming>) -> Response<B
             Err(e) => status(400, "BadRequest", &format!("the body is not JSON: {e}")),
         };
     }
-    let Some(target) = target(uri.path()) else {
+    let target = target(uri.path()).filter(|t| {
+        let resource = match t {
+            Target::Collection { resource, .. } | Target::Object { resource, .. } => *resource,
+        };
+        resource != Resource::HttpRoutes || lock(store).gateway_api
+    });
+    let Some(target) = target else {
         return status(
             404,
             "NotFound",

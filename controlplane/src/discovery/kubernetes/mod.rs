@@ -1,6 +1,7 @@
-//! The Kubernetes backend: kube-rs reflectors on Namespaces, Pods, Services and
-//! EndpointSlices (`discovery.k8s.io/v1`), cluster-wide, feeding the same index as the
-//! file backend.
+//! The Kubernetes backend: kube-rs reflectors on Namespaces, Pods, Services,
+//! EndpointSlices (`discovery.k8s.io/v1`) and, when the Gateway API CRDs are installed,
+//! HTTPRoutes (`gateway.networking.k8s.io/v1`, for traffic splits: [`routes`]),
+//! cluster-wide, feeding the same index as the file backend.
 //!
 //! Objects are read into small structs holding only the fields discovery uses
 //! ([`objects`]: no images, env, probes, volumes or conditions are ever allocated), and
@@ -9,11 +10,12 @@
 //! annotations), so memory stays small on a Pi. One task reads the four event streams;
 //! [`Cluster`] turns the stores into the index's objects:
 //!
-//! - until all four have listed once, nothing reaches the index (the destination API
+//! - until every kind has listed once, nothing reaches the index (the destination API
 //!   answers `unknown` meanwhile and the controller's `/ready` says not ready); then the
 //!   whole state is applied at once;
 //! - afterwards each event updates just the objects it concerns (a Pod its workload, an
-//!   EndpointSlice its Service, a Namespace everything in it);
+//!   EndpointSlice its Service, a Namespace everything in it, an HTTPRoute the Services of
+//!   its namespace);
 //! - a relist (after a `410 Gone`, or any broken watch that cannot resume) replaces the
 //!   whole state again, so objects deleted while the watch was down disappear too. The
 //!   index only wakes subscribers whose answer actually changed.
@@ -25,6 +27,7 @@ pub mod convert;
 #[cfg(test)]
 pub mod fake_api;
 pub mod objects;
+pub mod routes;
 #[cfg(test)]
 pub(crate) mod tests;
 
@@ -35,7 +38,7 @@ use futures_util::StreamExt;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
-use objects::{EndpointSlice, Namespace, Pod, Service as KubeService};
+use objects::{EndpointSlice, HttpRoute, Namespace, Pod, Service as KubeService};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
@@ -90,6 +93,8 @@ pub enum Changed {
     Pod(ObjectKey),
     Service(ObjectKey),
     Namespace(String),
+    /// An HTTPRoute in this namespace changed: its services' splits may have.
+    Routes(String),
 }
 
 /// The kinds watched.
@@ -99,6 +104,7 @@ pub enum Watched {
     Pods,
     Services,
     EndpointSlices,
+    HttpRoutes,
 }
 
 impl fmt::Display for Watched {
@@ -108,6 +114,7 @@ impl fmt::Display for Watched {
             Watched::Pods => "pods",
             Watched::Services => "services",
             Watched::EndpointSlices => "endpointslices",
+            Watched::HttpRoutes => "httproutes",
         })
     }
 }
@@ -119,6 +126,8 @@ pub struct Cluster {
     pub services: Store<KubeService>,
     pub slices: Store<EndpointSlice>,
     pub namespaces: Store<Namespace>,
+    /// `None` when the Gateway API's HTTPRoute is not installed.
+    pub routes: Option<Store<HttpRoute>>,
 }
 
 impl Cluster {
@@ -153,13 +162,34 @@ impl Cluster {
                 for w in &c.warnings {
                     warn!(service = %format_args!("{ns}/{name}"), "kubernetes: {w}");
                 }
-                c.value
+                c.value.map(|mut s| {
+                    s.split = self.split(&s.key);
+                    s
+                })
             }
             Err(e) => {
                 warn!(service = %format_args!("{ns}/{name}"), "kubernetes: service skipped: {e}");
                 None
             }
         }
+    }
+
+    /// The traffic split HTTPRoutes give `key` (empty: none).
+    fn split(&self, key: &ObjectKey) -> Vec<crate::discovery::model::SplitBackend> {
+        let Some(store) = &self.routes else {
+            return Vec::new();
+        };
+        let in_ns: Vec<Arc<HttpRoute>> = store
+            .state()
+            .into_iter()
+            .filter(|r| r.metadata.namespace.as_deref() == Some(key.namespace.as_str()))
+            .collect();
+        let refs: Vec<&HttpRoute> = in_ns.iter().map(Arc::as_ref).collect();
+        let (split, warnings) = routes::split_for(key, &refs);
+        for w in &warnings {
+            warn!(service = %key, "kubernetes: {w}");
+        }
+        split
     }
 
     /// The workload a pod is now, if any.
@@ -227,6 +257,17 @@ impl Cluster {
                 Some(s) => index.apply_service(s),
                 None => index.delete_service(key),
             },
+            Changed::Routes(ns) => {
+                for key in self
+                    .services
+                    .state()
+                    .iter()
+                    .filter_map(|s| convert::key(&s.metadata).ok())
+                    .filter(|k| k.namespace == *ns)
+                {
+                    self.update(&Changed::Service(key), index);
+                }
+            }
             Changed::Namespace(ns) => {
                 let in_ns = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
                     convert::key(meta).ok().filter(|k| k.namespace == *ns)
@@ -308,17 +349,33 @@ pub async fn run(
     ));
     let mut slice_events = std::pin::pin!(reflector::reflector(
         slice_writer,
-        watcher(Api::<EndpointSlice>::all(client), config)
+        watcher(Api::<EndpointSlice>::all(client.clone()), config.clone())
             .default_backoff()
             .modify(convert::trim_slice),
     ));
+    let routes_api = Api::<HttpRoute>::all(client);
+    let (routes, mut route_events) = if gateway_api_installed(&routes_api).await {
+        let (store, writer) = reflector::store::<HttpRoute>();
+        let events = reflector::reflector(
+            writer,
+            watcher(routes_api, config)
+                .default_backoff()
+                .modify(convert::trim_route),
+        )
+        .boxed();
+        (Some(store), events)
+    } else {
+        (None, futures_util::stream::pending().boxed())
+    };
+    let kinds = if routes.is_some() { 5 } else { 4 };
     let cluster = Cluster {
         pods,
         services,
         slices,
         namespaces,
+        routes,
     };
-    let mut synced: Vec<Watched> = Vec::with_capacity(4);
+    let mut synced: Vec<Watched> = Vec::with_capacity(kinds);
     loop {
         let step = tokio::select! {
             _ = shutdown.wait() => return,
@@ -340,6 +397,9 @@ pub async fn run(
                     }
                 }
             }),
+            e = route_events.next() => step(Watched::HttpRoutes, e, |r: &HttpRoute| {
+                r.metadata.namespace.clone().map(Changed::Routes)
+            }),
         };
         match step {
             Step::Nothing => {}
@@ -352,7 +412,7 @@ pub async fn run(
                 if first {
                     synced.push(kind);
                 }
-                if synced.len() == 4 {
+                if synced.len() == kinds {
                     let state = cluster.state();
                     let (w, s) = (state.workloads.len(), state.services.len());
                     index.lock().reset(state);
@@ -368,10 +428,30 @@ pub async fn run(
                 }
             }
             Step::Changed(changed) => {
-                if synced.len() == 4 {
+                if synced.len() == kinds {
                     cluster.update(&changed, &mut index.lock());
                 }
             }
+        }
+    }
+}
+
+/// Whether the API server serves HTTPRoutes. Without the Gateway API CRDs (k3s does not
+/// install them) there are no route-based splits; installing them later takes a
+/// controller restart.
+async fn gateway_api_installed(api: &Api<HttpRoute>) -> bool {
+    match api.list(&kube::api::ListParams::default().limit(1)).await {
+        Ok(_) => {
+            info!("kubernetes: watching Gateway API HTTPRoutes for traffic splits");
+            true
+        }
+        Err(kube::Error::Api(e)) if e.code == 404 => {
+            info!("kubernetes: the Gateway API HTTPRoute CRD is not installed; no HTTPRoute traffic splits (restart the controller after installing it)");
+            false
+        }
+        Err(e) => {
+            warn!("kubernetes: cannot list HTTPRoutes ({e}); watching them anyway");
+            true
         }
     }
 }

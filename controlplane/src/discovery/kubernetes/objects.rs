@@ -264,3 +264,69 @@ mod tests {
         assert_eq!(Namespace::url_path(&(), None), "/api/v1/namespaces");
     }
 }
+
+/// Gateway API `gateway.networking.k8s.io/v1` HTTPRoute: the parent references, and each
+/// rule's matches and backends (filters, timeouts and the rest are not read).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRoute {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: HttpRouteSpec,
+}
+resource!(
+    HttpRoute,
+    "gateway.networking.k8s.io",
+    "v1",
+    "gateway.networking.k8s.io/v1",
+    "HTTPRoute",
+    "httproutes",
+    NamespaceResourceScope
+);
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRouteSpec {
+    pub parent_refs: Option<Vec<RouteRef>>,
+    pub rules: Option<Vec<HttpRouteRule>>,
+}
+
+/// A `parentRefs` or `backendRefs` entry (the fields both have, plus `weight`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteRef {
+    pub group: Option<String>,
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub name: String,
+    pub namespace: Option<String>,
+    pub port: Option<i32>,
+    pub weight: Option<i32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRouteRule {
+    pub matches: Option<Vec<HttpRouteMatch>>,
+    pub backend_refs: Option<Vec<RouteRef>>,
+}
+
+/// One match: read only to tell "every request" (no match, or path prefix `/` alone)
+/// from anything narrower.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRouteMatch {
+    pub path: Option<HttpPathMatch>,
+    pub headers: Option<Vec<serde_json::Value>>,
+    pub query_params: Option<Vec<serde_json::Value>>,
+    pub method: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpPathMatch {
+    #[serde(rename = "type")]
+    pub type_: Option<String>,
+    pub value: Option<String>,
+}

@@ -64,6 +64,7 @@ fn cluster_turns_stores_into_index_objects() {
         services,
         slices,
         namespaces,
+        routes: None,
     };
     ns_w.apply_watcher_event(&Event::Apply(obj(json!({
         "metadata": {"name": "apps", "annotations": {"config.weft.dev/opaque-ports": "5432"}}
@@ -409,6 +410,121 @@ async fn watching(fake: &FakeApi, n: usize) {
 }
 
 #[tokio::test]
+async fn splits_traffic_by_httproute() {
+    let fake = FakeApi::start().await.unwrap();
+    fake.install_gateway_api();
+    let client = fake.client();
+    let running = start(client.clone()).await;
+    split_scenario(&client, &running.index, "apps").await;
+    running.shutdown.trigger();
+}
+
+/// A service `web` with one pod, a canary service with another, and an HTTPRoute that
+/// splits `web` 90/10, then 0/1, then is deleted. Leaves the namespace `ns` behind.
+async fn split_scenario(client: &Client, index: &SharedIndex, ns: &str) {
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    let vip = web_service_with_one_pod(client, ns).await;
+    let pp = PostParams::default();
+    // The canary: its own pod, service and slice.
+    let pods: Api<full::Pod> = Api::namespaced(client.clone(), ns);
+    add_pod(&pods, ns, "web-canary-1", "198.18.0.9").await;
+    Api::<full::Service>::namespaced(client.clone(), ns)
+        .create(&pp, &obj(json!({
+            "metadata": {"name": "web-canary", "namespace": ns},
+            "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}]}
+        })))
+        .await
+        .expect("create the canary service");
+    let mut canary_slice = slice_json(ns, &[("198.18.0.9", "web-canary-1", true)]);
+    canary_slice["metadata"]["name"] = json!("web-canary-a");
+    canary_slice["metadata"]["labels"]["kubernetes.io/service-name"] = json!("web-canary");
+    Api::<full_discovery::EndpointSlice>::namespaced(client.clone(), ns)
+        .create(&pp, &obj(canary_slice))
+        .await
+        .expect("create the canary slice");
+
+    let gvk = GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute");
+    let routes: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), ns, &ApiResource::from_gvk(&gvk));
+    let route = |stable: u32, canary: u32| -> DynamicObject {
+        obj(json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": {"name": "web-split", "namespace": ns},
+            "spec": {
+                "parentRefs": [{"group": "", "kind": "Service", "name": "web", "port": 80}],
+                "rules": [{"backendRefs": [
+                    {"name": "web", "port": 80, "weight": stable},
+                    {"name": "web-canary", "port": 80, "weight": canary}
+                ]}]
+            }
+        }))
+    };
+    let weights = |s: &Snapshot| -> Vec<(String, u32)> {
+        s.endpoints
+            .iter()
+            .map(|e| (e.addr.to_string(), e.weight))
+            .collect()
+    };
+    routes
+        .create(&pp, &route(90, 10))
+        .await
+        .expect("create the route");
+    let s = until(index, vip, "the 90/10 split", |s| s.endpoints.len() == 2).await;
+    assert_eq!(
+        weights(&s),
+        [
+            ("198.18.0.1:8080".to_string(), 9),
+            ("198.18.0.9:8080".to_string(), 1)
+        ]
+    );
+    assert_eq!(s.endpoints[1].identity, identity(ns));
+
+    routes
+        .patch(
+            "web-split",
+            &PatchParams::default(),
+            &Patch::Merge(&route(0, 1)),
+        )
+        .await
+        .expect("patch the route");
+    let s = until(index, vip, "all to the canary", |s| {
+        s.endpoints.iter().any(|e| e.weight == 0)
+    })
+    .await;
+    assert_eq!(
+        weights(&s),
+        [
+            ("198.18.0.1:8080".to_string(), 0),
+            ("198.18.0.9:8080".to_string(), 1)
+        ]
+    );
+
+    routes
+        .delete("web-split", &DeleteParams::default())
+        .await
+        .expect("delete the route");
+    let s = until(index, vip, "no split", |s| s.endpoints.len() == 1).await;
+    assert_eq!(weights(&s), [("198.18.0.1:8080".to_string(), 1)]);
+}
+
+#[tokio::test]
+async fn without_the_gateway_api_there_are_no_route_watches() {
+    let fake = FakeApi::start().await.unwrap();
+    let client = fake.client();
+    let running = start(client.clone()).await;
+    let vip = web_service_with_one_pod(&client, "apps").await;
+    let s = until(&running.index, vip, "the service", |s| {
+        s.endpoints.len() == 1
+    })
+    .await;
+    assert_eq!(s.endpoints[0].weight, 1);
+    watching(&fake, 4).await;
+    assert_eq!(fake.lists(Resource::HttpRoutes), 1, "the one probe");
+    running.shutdown.trigger();
+}
+
+#[tokio::test]
 async fn follows_the_fake_api_server() {
     let fake = FakeApi::start().await.unwrap();
     let client = fake.client();
@@ -538,6 +654,32 @@ async fn follows_a_real_api_server() {
         tokio::spawn(async move { scenario(&client, &index, &ns).await }).await
     };
     // Clean up whatever happened.
+    let _ = Api::<full::Namespace>::all(client)
+        .delete(&ns, &DeleteParams::default())
+        .await;
+    running.shutdown.trigger();
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+/// The HTTPRoute split scenario against a real API server with the Gateway API CRDs
+/// (standard channel, v1) installed.
+#[tokio::test]
+#[ignore = "needs a real API server with the Gateway API CRDs: KUBECONFIG=… cargo test -p weft-controlplane -- --ignored real_httproute"]
+async fn splits_by_a_real_httproute() {
+    let client = Client::try_default()
+        .await
+        .expect("a client from KUBECONFIG (or ~/.kube/config)");
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let ns = format!("weft-test-split-{nanos}");
+    let running = start(client.clone()).await;
+    let outcome = {
+        let (client, index, ns) = (client.clone(), running.index.clone(), ns.clone());
+        tokio::spawn(async move { split_scenario(&client, &index, &ns).await }).await
+    };
     let _ = Api::<full::Namespace>::all(client)
         .delete(&ns, &DeleteParams::default())
         .await;
