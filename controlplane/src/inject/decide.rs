@@ -81,7 +81,6 @@ pub enum Skip {
 impl Skip {
     /// The pod asked for the mesh and did not get it: the webhook says why in a
     /// `weft.dev/inject-skipped` annotation (and the controller in an Event).
-    #[cfg_attr(not(test), allow(dead_code))] // until the webhook lands
     pub fn is_refusal(&self) -> bool {
         matches!(
             self,
@@ -373,7 +372,6 @@ fn build_patch(
 }
 
 /// The patch for a refused pod: records the reason in `weft.dev/inject-skipped`.
-#[cfg_attr(not(test), allow(dead_code))] // until the webhook lands
 pub fn skipped_patch(pod: &Value, reason: &Skip) -> Vec<JsonPatchOp> {
     let mut ops = Vec::new();
     if pod.get("metadata").is_none() {
