@@ -50,7 +50,8 @@ fn parse_args() -> cli::Cli {
     let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
     cli::Cli::from_args(&[cmd], &rest).unwrap_or_else(|early| match early.status {
         Ok(()) => {
-            println!("{}", early.output);
+            use std::io::Write;
+            let _ = writeln!(std::io::stdout(), "{}", early.output);
             std::process::exit(0)
         }
         Err(()) => {

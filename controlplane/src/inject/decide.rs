@@ -397,3 +397,7 @@ pub fn skipped_patch(pod: &Value, reason: &Skip) -> Vec<JsonPatchOp> {
 #[cfg(test)]
 #[path = "decide_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "decide_shape_tests.rs"]
+mod shape_tests;

@@ -16,7 +16,7 @@ use super::{InjectConfig, INIT_CONTAINER, PROXY_CONTAINER};
 use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -294,11 +294,22 @@ pub fn main(file: &Path, action: Action, command: &str) -> ExitCode {
         .and_then(|input| rewrite(&input, &action));
     match result {
         Ok(out) => {
-            print!("{}", out.output);
             for line in out.summary {
                 eprintln!("{line}");
             }
-            ExitCode::SUCCESS
+            // Not print!: a reader that stops early (`| head`) is not an error worth a panic.
+            let mut stdout = std::io::stdout().lock();
+            match stdout
+                .write_all(out.output.as_bytes())
+                .and_then(|()| stdout.flush())
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("weft {command}: cannot write to stdout: {e}");
+                    ExitCode::from(1)
+                }
+            }
         }
         Err(e) => {
             eprintln!("weft {command}: {e}");
