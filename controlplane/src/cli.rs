@@ -22,7 +22,9 @@ pub enum Command {
     Controller(ControllerArgs),
     Demo(DemoArgs),
     Identity(IdentityArgs),
+    Inject(InjectArgs),
     LabApp(LabAppArgs),
+    Uninject(UninjectArgs),
     Version(VersionArgs),
 }
 
@@ -92,6 +94,51 @@ pub struct ControllerArgs {
 
 fn default_proxy_api_addr() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], weft_api::certify::DEFAULT_PROXY_API_PORT))
+}
+
+/// Add the mesh to workloads in YAML manifests: by default the `weft.dev/inject`
+/// annotation on each pod template (the webhook does the rest when pods are created);
+/// `--manual` writes the proxy and init containers themselves. Pods, Deployments,
+/// DaemonSets, StatefulSets, ReplicaSets, Jobs and CronJobs; multi-document YAML and
+/// `kind: List`. Output on stdout, one line per resource on stderr (docs/injection.md).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "inject")]
+pub struct InjectArgs {
+    /// the manifest to read, or - for stdin
+    #[argh(positional)]
+    pub file: PathBuf,
+    /// ingress mode (`weft.dev/inject: ingress`), for Traefik and ingress-nginx
+    #[argh(switch)]
+    pub ingress: bool,
+    /// write the containers and volumes instead of only the annotation
+    #[argh(switch)]
+    pub manual: bool,
+    /// with --manual: put the proxy among the regular containers, for clusters older than
+    /// Kubernetes 1.29 (default: a native sidecar init container)
+    #[argh(switch)]
+    pub classic_sidecar: bool,
+    /// with --manual: the proxy image (default ghcr.io/weft-mesh/weft-proxy:<version>)
+    #[argh(option)]
+    pub proxy_image: Option<String>,
+    /// with --manual: the weft-init image (default: the proxy image)
+    #[argh(option)]
+    pub init_image: Option<String>,
+    /// the namespace the control plane runs in (default weft)
+    #[argh(option, default = "DEFAULT_CONTROL_PLANE_NAMESPACE.to_string()")]
+    pub control_plane_namespace: String,
+    /// trust domain (default cluster.local)
+    #[argh(option, default = "DEFAULT_TRUST_DOMAIN.to_string()")]
+    pub trust_domain: String,
+}
+
+/// Remove what `weft inject` added: the annotations, the proxy and init containers and
+/// their volumes. Same input and output as `weft inject`.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "uninject")]
+pub struct UninjectArgs {
+    /// the manifest to read, or - for stdin
+    #[argh(positional)]
+    pub file: PathBuf,
 }
 
 /// Manage the mesh's identity certificates.

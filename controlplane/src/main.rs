@@ -8,6 +8,7 @@ mod destination;
 mod discovery;
 mod duration;
 mod identity;
+mod inject;
 mod lab;
 mod shutdown;
 mod tls;
@@ -15,7 +16,7 @@ mod tls;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli: cli::Cli = argh::from_env();
+    let cli: cli::Cli = parse_args();
     match cli.command {
         cli::Command::Controller(args) => controller::main(args),
         cli::Command::Demo(args) if args.loopback => demo::main(args),
@@ -24,9 +25,38 @@ fn main() -> ExitCode {
         cli::Command::Identity(args) => match args.command {
             cli::IdentityCommand::Generate(args) => identity::generate::main(args),
         },
+        cli::Command::Inject(args) => inject::manifest::main_inject(args),
+        cli::Command::Uninject(args) => {
+            inject::manifest::main(&args.file, inject::manifest::Action::Uninject, "uninject")
+        }
         cli::Command::Version(_) => {
             println!("weft {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
     }
+}
+
+/// `argh::from_env`, except that a bare `-` (stdin, as in `weft inject -`) is accepted: argh
+/// would take it for a flag, so it is passed after `--`.
+fn parse_args() -> cli::Cli {
+    use argh::FromArgs;
+    let args: Vec<String> = std::env::args().collect();
+    let args = inject::manifest::dash_as_positional(args);
+    let cmd = args.first().map(String::as_str).unwrap_or("weft");
+    let cmd = std::path::Path::new(cmd)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("weft");
+    let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+    cli::Cli::from_args(&[cmd], &rest).unwrap_or_else(|early| match early.status {
+        Ok(()) => {
+            use std::io::Write;
+            let _ = writeln!(std::io::stdout(), "{}", early.output);
+            std::process::exit(0)
+        }
+        Err(()) => {
+            eprintln!("{}\nRun {cmd} --help for more information.", early.output);
+            std::process::exit(1)
+        }
+    })
 }
