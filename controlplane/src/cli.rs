@@ -19,7 +19,7 @@ pub struct Cli {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand)]
 pub enum Command {
-    Controller(ControllerArgs),
+    Controller(Box<ControllerArgs>),
     Demo(DemoArgs),
     Identity(IdentityArgs),
     Inject(InjectArgs),
@@ -61,6 +61,29 @@ pub struct ControllerArgs {
     /// picks a free port, printed at start)
     #[argh(option, default = "default_proxy_api_addr()")]
     pub proxy_api_addr: SocketAddr,
+    /// the proxy injector's admission webhook (HTTPS, POST /inject-pods), e.g.
+    /// 0.0.0.0:8443 (off unless given; docs/injection.md)
+    #[argh(option)]
+    pub injector_addr: Option<SocketAddr>,
+    /// the image injected proxies run, holding weft-proxy and weft-init (default
+    /// ghcr.io/weft-mesh/weft-proxy:<this version>)
+    #[argh(option)]
+    pub proxy_image: Option<String>,
+    /// whether injected proxies are native sidecars: auto (when the API server is 1.29 or
+    /// newer), true or false (default auto)
+    #[argh(
+        option,
+        from_str_fn(crate::controller::injector::parse_native_sidecars),
+        default = "crate::controller::injector::NativeSidecars::Auto"
+    )]
+    pub native_sidecars: crate::controller::injector::NativeSidecars,
+    /// the MutatingWebhookConfiguration whose caBundle the controller keeps equal to the
+    /// trust anchors (default weft-proxy-injector)
+    #[argh(
+        option,
+        default = "crate::controller::injector::DEFAULT_WEBHOOK_CONFIG.to_string()"
+    )]
+    pub webhook_config: String,
     /// plain-HTTP admin server with /metrics, /live and /ready, e.g. 0.0.0.0:9990 (off
     /// unless given)
     #[argh(option)]

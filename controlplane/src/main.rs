@@ -18,7 +18,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let cli: cli::Cli = parse_args();
     match cli.command {
-        cli::Command::Controller(args) => controller::main(args),
+        cli::Command::Controller(args) => controller::main(*args),
         cli::Command::Demo(args) if args.loopback => demo::main(args),
         cli::Command::Demo(args) => lab::demo::main(args),
         cli::Command::LabApp(args) => lab::apps::main(args),

@@ -6,7 +6,7 @@
 //! connections finish within the grace period.
 
 use crate::admin::{Admin, AdminState, Readiness, ReadyState, ShutdownHandle};
-use crate::config::Config;
+use crate::config::{Config, TrustAnchorsSource};
 use crate::discovery::{Controller, Discovery};
 use crate::drain::{self, Drained};
 use crate::identity::{Certifier, Store};
@@ -86,7 +86,13 @@ impl App {
         let mut discovery = None;
         let (tls, identity) = match &config.identity {
             Some(id) => {
-                let trust = TrustAnchors::from_file(&id.trust_anchors)?;
+                let trust = match &id.trust_anchors {
+                    TrustAnchorsSource::File(path) => TrustAnchors::from_file(path)?,
+                    TrustAnchorsSource::Pem(pem) => TrustAnchors::from_pem(
+                        pem.as_bytes(),
+                        crate::config::ENV_IDENTITY_TRUST_ANCHORS,
+                    )?,
+                };
                 if config.discovery_enabled {
                     discovery = Some(Discovery::new(
                         Controller {

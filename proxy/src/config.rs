@@ -62,14 +62,33 @@ pub enum InboundForward {
     Localhost,
 }
 
+/// `WEFT_PROXY_IDENTITY_TRUST_ANCHORS`: a path, or the PEM text itself (what the
+/// injector sets, so no ConfigMap has to exist in the pod's namespace).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrustAnchorsSource {
+    File(PathBuf),
+    Pem(String),
+}
+
+impl TrustAnchorsSource {
+    /// A value starting with `-----BEGIN` is PEM; anything else is a path.
+    pub fn parse(value: &str) -> Self {
+        if value.trim_start().starts_with("-----BEGIN") {
+            TrustAnchorsSource::Pem(value.to_string())
+        } else {
+            TrustAnchorsSource::File(PathBuf::from(value))
+        }
+    }
+}
+
 /// Where the proxy gets its certificate. Absent: the proxy runs without identity
 /// (plaintext only, ready as soon as it listens), which is only for tests and demos.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdentityConfig {
     /// This proxy's identity, e.g. `web.apps.serviceaccount.identity.weft.cluster.local`.
     pub name: String,
-    /// PEM file of the trust anchors.
-    pub trust_anchors: PathBuf,
+    /// The trust anchors: a PEM file, or the PEM itself.
+    pub trust_anchors: TrustAnchorsSource,
     /// The service-account token presented to the controller (re-read at each renewal).
     pub token_file: PathBuf,
     /// `host:port` of the controller's proxy API.
@@ -247,7 +266,7 @@ fn identity_config(env: &dyn Lookup) -> Result<Option<IdentityConfig>, ConfigErr
     parse(env, ENV_IDENTITY_CONTROLLER_NAME, "", check_identity)?;
     Ok(Some(IdentityConfig {
         name,
-        trust_anchors: PathBuf::from(required(ENV_IDENTITY_TRUST_ANCHORS)?),
+        trust_anchors: TrustAnchorsSource::parse(&required(ENV_IDENTITY_TRUST_ANCHORS)?),
         token_file: PathBuf::from(required(ENV_IDENTITY_TOKEN_FILE)?),
         controller_addr: required(ENV_IDENTITY_CONTROLLER_ADDR)?,
         controller_name,
@@ -415,7 +434,7 @@ mod tests {
             c.identity,
             Some(IdentityConfig {
                 name: id.into(),
-                trust_anchors: "/var/run/weft/ca.crt".into(),
+                trust_anchors: TrustAnchorsSource::File("/var/run/weft/ca.crt".into()),
                 token_file: "/var/run/secrets/tokens/weft".into(),
                 controller_addr: "weft-controller.weft.svc:8086".into(),
                 controller_name: cp.into(),
@@ -435,6 +454,15 @@ mod tests {
                 format!("invalid {missing}=\"\": required when WEFT_PROXY_IDENTITY_NAME is set")
             );
         }
+        // Inline PEM (what the injector sets) instead of a path.
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let mut env = full.clone();
+        env.insert(ENV_IDENTITY_TRUST_ANCHORS, pem);
+        let c = Config::from_lookup(&env).unwrap();
+        assert_eq!(
+            c.identity.map(|i| i.trust_anchors),
+            Some(TrustAnchorsSource::Pem(pem.into()))
+        );
         let mut env = full.clone();
         env.insert(ENV_IDENTITY_NAME, "web.apps");
         let err = Config::from_lookup(&env).unwrap_err().to_string();

@@ -61,7 +61,14 @@ async fn mesh(
         via
     };
     let meshed = format!("{app}={server_identity}@{}", via.port());
-    let client_env = ca.proxy_env("client");
+    // The client proxy gets its trust anchors as inline PEM (as the injector sets them),
+    // the server proxy from a file.
+    let mut client_env = ca.proxy_env("client");
+    for (k, v) in &mut client_env {
+        if k == "WEFT_PROXY_IDENTITY_TRUST_ANCHORS" {
+            *v = ca.anchor_pem().to_string();
+        }
+    }
     let mut e = env(&client_env, extra);
     e.push(("WEFT_PROXY_MESHED_ENDPOINTS", &meshed));
     let client = start_proxy_with(Arc::new(FixedOrigDst(app)), Arc::new(FixedOrigDst(app)), &e);

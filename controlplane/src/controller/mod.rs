@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod injector;
 pub mod sources;
 
 use crate::cli::ControllerArgs;
@@ -56,6 +57,8 @@ pub struct Config {
     pub discovery: Backend,
     /// With `--discovery kubernetes`: a kubeconfig to use instead of the defaults.
     pub kubeconfig: Option<PathBuf>,
+    /// The admission webhook, when `--injector-addr` is given.
+    pub injector: Option<injector::InjectorSettings>,
     pub proxy_api_addr: SocketAddr,
     pub admin_addr: Option<SocketAddr>,
     pub leaf_lifetime: Duration,
@@ -93,6 +96,15 @@ impl TryFrom<&ControllerArgs> for Config {
             config_file: a.config.clone(),
             discovery: a.discovery,
             kubeconfig: a.kubeconfig.clone(),
+            injector: a.injector_addr.map(|addr| injector::InjectorSettings {
+                addr,
+                proxy_image: a
+                    .proxy_image
+                    .clone()
+                    .unwrap_or_else(injector::default_proxy_image),
+                native_sidecars: a.native_sidecars,
+                webhook_config: a.webhook_config.clone(),
+            }),
             proxy_api_addr: a.proxy_api_addr,
             admin_addr: a.admin_addr,
             leaf_lifetime: a.leaf_lifetime,
@@ -121,6 +133,8 @@ pub enum ControllerError {
     KubernetesUnavailable,
     #[error("proxy API: {0}")]
     Server(#[from] ServerError),
+    #[error("injector: {0}")]
+    Injector(#[from] injector::InjectorError),
     #[error("admin server: cannot listen on {addr}: {source}")]
     Admin {
         addr: SocketAddr,
@@ -132,9 +146,9 @@ pub enum ControllerError {
 impl ControllerError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            ControllerError::Server(ServerError::Bind { .. }) | ControllerError::Admin { .. } => {
-                EXIT_OS
-            }
+            ControllerError::Server(ServerError::Bind { .. })
+            | ControllerError::Admin { .. }
+            | ControllerError::Injector(injector::InjectorError::Bind { .. }) => EXIT_OS,
             _ => EXIT_CONFIG,
         }
     }
@@ -147,6 +161,8 @@ pub struct Controller {
     pub proxy_api_addr: SocketAddr,
     /// Where the admin server listens, if it was asked for.
     pub admin_addr: Option<SocketAddr>,
+    /// Where the injector's webhook listens, if it was asked for.
+    pub injector_addr: Option<SocketAddr>,
     pub metrics: Arc<IdentityMetrics>,
     pub destination_metrics: Arc<DestinationMetrics>,
     /// The discovery index the destination API serves from (read by in-process tests).
@@ -160,6 +176,7 @@ pub struct Controller {
     /// The backend's task (the file watcher, or the Kubernetes watches).
     discovery: Option<JoinHandle<()>>,
     admin: Option<JoinHandle<()>>,
+    injector: Option<JoinHandle<()>>,
 }
 
 impl Controller {
@@ -173,6 +190,9 @@ impl Controller {
         }
         if let Some(admin) = self.admin {
             let _ = admin.await;
+        }
+        if let Some(injector) = self.injector {
+            let _ = injector.await;
         }
     }
 
@@ -304,13 +324,15 @@ pub async fn start(config: &Config) -> Result<Controller, ControllerError> {
         shutdown: shutdown.signal(),
     };
 
+    let ca = Arc::new(ca);
     let identity = match run_identity_server(
         IdentityServerConfig {
             listen_addr: config.proxy_api_addr,
-            ca: Arc::new(ca),
+            ca: ca.clone(),
             tokens: Arc::new(authenticator),
             leaf_lifetime: config.leaf_lifetime,
             controller_identity: controller_identity.clone(),
+            serving_names: injector::service_names(&config.control_plane_namespace),
             shutdown_grace: config.shutdown_grace,
             metrics: metrics.clone(),
             destination,
@@ -325,6 +347,29 @@ pub async fn start(config: &Config) -> Result<Controller, ControllerError> {
             let _ = watcher.await;
             return Err(e.into());
         }
+    };
+    let injector = match &config.injector {
+        Some(settings) => match injector::start(
+            settings,
+            &ca,
+            identity.serving.clone(),
+            kube.as_ref(),
+            &config.control_plane_namespace,
+            &config.trust_domain,
+            &shutdown,
+            config.shutdown_grace,
+        )
+        .await
+        {
+            Ok(i) => Some(i),
+            Err(e) => {
+                shutdown.trigger();
+                identity.wait().await;
+                let _ = watcher.await;
+                return Err(e.into());
+            }
+        },
+        None => None,
     };
     let admin_metrics = Arc::new(AdminMetrics {
         identity: metrics.clone(),
@@ -354,6 +399,7 @@ pub async fn start(config: &Config) -> Result<Controller, ControllerError> {
     Ok(Controller {
         proxy_api_addr: identity.addr(),
         admin_addr,
+        injector_addr: injector.as_ref().map(|i| i.addr),
         metrics,
         destination_metrics,
         index,
@@ -362,6 +408,7 @@ pub async fn start(config: &Config) -> Result<Controller, ControllerError> {
         identity,
         discovery: Some(watcher),
         admin,
+        injector: injector.map(|i| i.task),
     })
 }
 
@@ -402,6 +449,9 @@ pub fn main(args: ControllerArgs) -> ExitCode {
         );
         if let Some(addr) = controller.admin_addr {
             println!("weft controller: admin listening on {addr}");
+        }
+        if let Some(addr) = controller.injector_addr {
+            println!("weft controller: injector listening on {addr}");
         }
         // A discovery backend that stops on its own would leave proxies with a frozen
         // view: exit (non-zero) so that the controller is restarted instead.

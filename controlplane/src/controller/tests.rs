@@ -40,6 +40,7 @@ fn fixture(name: &str, leaf_lifetime: Duration) -> Fixture {
             config_file: Some(config_file),
             discovery: Backend::File,
             kubeconfig: None,
+            injector: None,
             proxy_api_addr: "127.0.0.1:0".parse().unwrap(),
             admin_addr: Some("127.0.0.1:0".parse().unwrap()),
             leaf_lifetime,
@@ -494,6 +495,152 @@ async fn certifies_with_token_review_and_an_issuer_from_a_secret() {
         err.error
     );
     controller.shutdown().await;
+}
+
+/// Sends an AdmissionReview to the injector over TLS verified against the anchors, for
+/// the Service name the API server uses.
+#[cfg(feature = "kubernetes")]
+async fn admission_review(addr: SocketAddr, anchor_pem: &str, review: &[u8]) -> serde_json::Value {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(anchor_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(
+            ServerName::try_from("weft-controller.weft.svc").unwrap(),
+            tcp,
+        )
+        .await
+        .expect("the webhook's certificate verifies for weft-controller.weft.svc");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::post("/inject-pods")
+        .header("host", "weft-controller.weft.svc")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::copy_from_slice(review)))
+        .unwrap();
+    let rsp = send.send_request(req).await.unwrap();
+    assert_eq!(rsp.status(), 200);
+    let body = rsp.into_body().collect().await.unwrap().to_bytes();
+    serde_json::from_slice(&body).unwrap()
+}
+
+#[cfg(feature = "kubernetes")]
+#[tokio::test]
+async fn injects_through_the_controller_and_syncs_the_ca_bundle() {
+    use crate::discovery::kubernetes::fake_api::FakeApi;
+    use crate::inject::webhook::tests::decoded_patch;
+    use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::api::{Api, PostParams};
+
+    let review = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/inject/review-deployment-pod.json"),
+    )
+    .unwrap();
+    for (minor, native) in [("31", true), ("28", false)] {
+        let fake = FakeApi::start().await.unwrap();
+        fake.set_version("1", minor);
+        let client = fake.client();
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "apps", "annotations": {"weft.dev/inject": "enabled"}}
+        }))
+        .unwrap();
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .unwrap();
+        let mwc: MutatingWebhookConfiguration = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "weft-proxy-injector"},
+            "webhooks": [{
+                "name": "inject.weft.dev",
+                "clientConfig": {"service": {"name": "weft-controller", "namespace": "weft", "path": "/inject-pods", "port": 443}},
+                "admissionReviewVersions": ["v1"],
+                "sideEffects": "None",
+                "failurePolicy": "Ignore"
+            }]
+        }))
+        .unwrap();
+        let mwcs: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+        mwcs.create(&PostParams::default(), &mwc).await.unwrap();
+
+        let f = fixture(&format!("injector-{minor}"), Duration::from_secs(3600));
+        let mut config = f.config.clone();
+        config.discovery = Backend::Kubernetes;
+        config.kubeconfig = Some(fake_kubeconfig(&f.dir, &fake.url()));
+        config.injector = Some(injector::InjectorSettings {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            proxy_image: "registry.example/weft-proxy:test".into(),
+            native_sidecars: injector::NativeSidecars::Auto,
+            webhook_config: "weft-proxy-injector".into(),
+        });
+        let controller = start(&config).await.unwrap();
+
+        // The caBundle is the trust anchors, and they verify the webhook's certificate.
+        let stored = mwcs.get("weft-proxy-injector").await.unwrap();
+        let webhooks = stored.webhooks.unwrap();
+        assert_eq!(webhooks.len(), 1);
+        assert_eq!(webhooks[0].name, "inject.weft.dev");
+        let bundle = webhooks[0].client_config.ca_bundle.clone().unwrap().0;
+        assert_eq!(String::from_utf8(bundle).unwrap(), f.anchor_pem);
+        assert_eq!(webhooks[0].failure_policy.as_deref(), Some("Ignore"));
+
+        let answer =
+            admission_review(controller.injector_addr.unwrap(), &f.anchor_pem, &review).await;
+        assert_eq!(
+            answer["response"]["uid"],
+            "705ab4f5-6393-11e8-b7cc-42010a800002"
+        );
+        assert_eq!(answer["response"]["allowed"], true);
+        let patch = decoded_patch(&answer);
+        let ops = patch.as_array().unwrap();
+        // The proxy: an init container (native) or the first container (classic).
+        let proxy_path = if native {
+            "/spec/initContainers"
+        } else {
+            "/spec/containers/0"
+        };
+        let proxy = ops
+            .iter()
+            .filter(|op| op["path"] == proxy_path)
+            .flat_map(|op| match op["value"].as_array() {
+                Some(list) => list.clone(),
+                None => vec![op["value"].clone()],
+            })
+            .find(|c| c["name"] == "weft-proxy")
+            .unwrap_or_else(|| panic!("no weft-proxy at {proxy_path} in {patch}"));
+        assert_eq!(proxy["image"], "registry.example/weft-proxy:test");
+        assert_eq!(proxy.get("restartPolicy").is_some(), native, "{proxy}");
+        let env = |name: &str| {
+            proxy["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["name"] == name)
+                .map(|e| e["value"].clone())
+        };
+        assert_eq!(
+            env("WEFT_PROXY_IDENTITY_TRUST_ANCHORS"),
+            Some(serde_json::json!(f.anchor_pem)),
+            "the anchors travel inline: no ConfigMap needed in the namespace"
+        );
+        let volumes = serde_json::to_string(&patch).unwrap();
+        assert!(!volumes.contains("weft-identity-trust-roots"), "{volumes}");
+        assert!(
+            volumes.contains("identity.weft.dev"),
+            "the projected token's audience"
+        );
+        controller.shutdown().await;
+    }
 }
 
 #[cfg(feature = "kubernetes")]

@@ -138,6 +138,8 @@ pub struct Ca {
     issuer_not_after: OffsetDateTime,
     anchor_not_after: OffsetDateTime,
     issuer_subject: String,
+    /// Every trust anchor, PEM: what proxies and the webhook's callers trust.
+    anchors_pem: String,
 }
 
 impl std::fmt::Debug for Ca {
@@ -262,6 +264,10 @@ impl Ca {
             .map_err(|e| invalid(what, &files.issuer_cert, e.to_string()))?;
         drop(parsed_chain);
         drop(parsed_anchors);
+        let anchors_pem = anchors
+            .iter()
+            .map(|a| pem_encode("CERTIFICATE", a))
+            .collect();
         let chain = chain.into_iter().filter(|c| !anchors.contains(c)).collect();
         Ok(Self {
             issuer,
@@ -269,6 +275,7 @@ impl Ca {
             issuer_not_after,
             anchor_not_after,
             issuer_subject,
+            anchors_pem,
         })
     }
 
@@ -281,13 +288,29 @@ impl Ca {
         not_before: OffsetDateTime,
         not_after: OffsetDateTime,
     ) -> Result<Leaf, CaError> {
-        let name = identity
-            .to_string()
-            .try_into()
-            .map_err(|e: rcgen::Error| CaError::Sign(e.to_string()))?;
+        self.sign_leaf_with_names(public_key, identity, &[], not_before, not_after)
+    }
+
+    /// [`Ca::sign_leaf`] with more DNS names after the identity: only the controller's own
+    /// serving certificate has any (its Service names, for the admission webhook).
+    pub fn sign_leaf_with_names(
+        &self,
+        public_key: &impl PublicKeyData,
+        identity: &IdentityName,
+        extra_names: &[String],
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> Result<Leaf, CaError> {
+        let mut sans = Vec::with_capacity(1 + extra_names.len());
+        for name in std::iter::once(identity.to_string()).chain(extra_names.iter().cloned()) {
+            let name = name
+                .try_into()
+                .map_err(|e: rcgen::Error| CaError::Sign(e.to_string()))?;
+            sans.push(SanType::DnsName(name));
+        }
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
-        params.subject_alt_names = vec![SanType::DnsName(name)];
+        params.subject_alt_names = sans;
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![
@@ -334,6 +357,11 @@ impl Ca {
     }
 
     /// The issuer's subject, for logs.
+    /// The trust anchors, PEM.
+    pub fn anchors_pem(&self) -> &str {
+        &self.anchors_pem
+    }
+
     pub fn issuer_subject(&self) -> &str {
         &self.issuer_subject
     }

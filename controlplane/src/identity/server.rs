@@ -86,6 +86,9 @@ pub struct IdentityServerConfig {
     pub leaf_lifetime: Duration,
     /// The name the controller's serving certificate carries.
     pub controller_identity: IdentityName,
+    /// More DNS names for that certificate (the Service names the admission webhook is
+    /// called by), after the identity.
+    pub serving_names: Vec<String>,
     /// How long shutdown waits for requests in flight.
     pub shutdown_grace: Duration,
     pub metrics: Arc<IdentityMetrics>,
@@ -98,6 +101,9 @@ pub struct IdentityServerConfig {
 pub struct IdentityServer {
     addr: SocketAddr,
     task: JoinHandle<()>,
+    /// The controller's serving certificate (renewed in place), also served by the
+    /// injector's listener.
+    pub serving: Arc<ServingCert>,
 }
 
 impl IdentityServer {
@@ -122,6 +128,7 @@ pub async fn run_identity_server(
     let serving = Arc::new(ServingCert::issue(
         &config.ca,
         &config.controller_identity,
+        &config.serving_names,
         config.leaf_lifetime,
     )?);
     config
@@ -146,9 +153,10 @@ pub async fn run_identity_server(
     })?;
 
     tokio::spawn(renew_serving_cert(
-        serving,
+        serving.clone(),
         config.ca.clone(),
         config.controller_identity.clone(),
+        config.serving_names.clone(),
         config.leaf_lifetime,
         config.metrics.clone(),
         shutdown.signal(),
@@ -170,7 +178,11 @@ pub async fn run_identity_server(
         shutdown.signal(),
         config.shutdown_grace,
     ));
-    Ok(IdentityServer { addr, task })
+    Ok(IdentityServer {
+        addr,
+        task,
+        serving,
+    })
 }
 
 // === the certify service ===
@@ -448,9 +460,10 @@ impl ServingCert {
     pub fn issue(
         ca: &Ca,
         identity: &IdentityName,
+        names: &[String],
         lifetime: Duration,
     ) -> Result<Self, ServerError> {
-        let (key, not_after) = issue_serving_key(ca, identity, lifetime)?;
+        let (key, not_after) = issue_serving_key(ca, identity, names, lifetime)?;
         Ok(Self {
             current: RwLock::new((key, not_after)),
         })
@@ -487,6 +500,7 @@ impl ResolvesServerCert for ServingCert {
 fn issue_serving_key(
     ca: &Ca,
     identity: &IdentityName,
+    names: &[String],
     lifetime: Duration,
 ) -> Result<(Arc<CertifiedKey>, OffsetDateTime), ServerError> {
     let now = whole_seconds(OffsetDateTime::now_utc());
@@ -502,7 +516,7 @@ fn issue_serving_key(
         .map_or(ca.issuer_not_after(), |t| t.min(ca.issuer_not_after()));
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
         .map_err(|e| ServerError::ServingCert(e.to_string()))?;
-    let leaf = ca.sign_leaf(&key, identity, now - CLOCK_SKEW, not_after)?;
+    let leaf = ca.sign_leaf_with_names(&key, identity, names, now - CLOCK_SKEW, not_after)?;
     let signing = crate::tls::provider()
         .key_provider
         .load_private_key(PrivateKeyDer::Pkcs8(key.serialize_der().into()))?;
@@ -524,6 +538,7 @@ async fn renew_serving_cert(
     serving: Arc<ServingCert>,
     ca: Arc<Ca>,
     identity: IdentityName,
+    names: Vec<String>,
     lifetime: Duration,
     metrics: Arc<IdentityMetrics>,
     mut shutdown: ShutdownSignal,
@@ -534,7 +549,7 @@ async fn renew_serving_cert(
             _ = shutdown.wait() => return,
             _ = tokio::time::sleep(wait) => {}
         }
-        wait = match issue_serving_key(&ca, &identity, lifetime) {
+        wait = match issue_serving_key(&ca, &identity, &names, lifetime) {
             Ok((key, not_after)) => {
                 serving.replace(key, not_after);
                 metrics.set_serving_expiry(not_after.unix_timestamp());
@@ -687,19 +702,24 @@ mod tests {
     fn serving_certificate_names_the_controller() {
         let (svc, _) = service(Duration::from_secs(3600));
         let id = weft_api::certify::controller_identity("weft", "cluster.local").unwrap();
-        let serving = ServingCert::issue(&svc.ca, &id, Duration::from_secs(3600)).unwrap();
+        let names = ["weft-controller.weft.svc".to_string()];
+        let serving = ServingCert::issue(&svc.ca, &id, &names, Duration::from_secs(3600)).unwrap();
         let key = serving.current();
         assert_eq!(key.cert.len(), 2);
         let (_, leaf) = x509_parser::parse_x509_certificate(&key.cert[0]).unwrap();
         let san = leaf.subject_alternative_name().unwrap().unwrap().value;
         assert_eq!(
             san.general_names,
-            vec![GeneralName::DNSName(
-                "weft-controller.weft.serviceaccount.identity.weft.cluster.local"
-            )]
+            vec![
+                GeneralName::DNSName(
+                    "weft-controller.weft.serviceaccount.identity.weft.cluster.local"
+                ),
+                GeneralName::DNSName("weft-controller.weft.svc"),
+            ]
         );
         let before = serving.not_after();
-        let (k2, after) = issue_serving_key(&svc.ca, &id, Duration::from_secs(7200)).unwrap();
+        let (k2, after) =
+            issue_serving_key(&svc.ca, &id, &names, Duration::from_secs(7200)).unwrap();
         serving.replace(k2, after);
         assert!(serving.not_after() > before);
     }

@@ -115,7 +115,9 @@ pub fn proxy_container(plan: &Plan) -> Value {
         value_env(env::ENV_IDENTITY_NAME, &identity_name),
         value_env(
             env::ENV_IDENTITY_TRUST_ANCHORS,
-            &format!("{IDENTITY_DIR}/{TRUST_ROOTS_KEY}"),
+            &c.trust_anchors_pem
+                .clone()
+                .unwrap_or_else(|| format!("{IDENTITY_DIR}/{TRUST_ROOTS_KEY}")),
         ),
         value_env(
             env::ENV_IDENTITY_TOKEN_FILE,
@@ -186,23 +188,22 @@ pub fn proxy_container(plan: &Plan) -> Value {
     container
 }
 
-/// The volumes injection adds.
-pub fn volumes() -> Vec<Value> {
+/// The volumes injection adds: the projected token (and the trust-roots ConfigMap when the
+/// anchors are not set inline).
+pub fn volumes(config: &InjectConfig) -> Vec<Value> {
+    let mut sources = vec![json!({"serviceAccountToken": {
+        "audience": weft_api::certify::TOKEN_AUDIENCE,
+        "expirationSeconds": TOKEN_EXPIRATION_SECONDS,
+        "path": "token",
+    }})];
+    if config.trust_anchors_pem.is_none() {
+        sources.push(json!({"configMap": {
+            "name": TRUST_ROOTS_CONFIGMAP,
+            "items": [{"key": TRUST_ROOTS_KEY, "path": TRUST_ROOTS_KEY}],
+        }}));
+    }
     vec![
-        json!({
-            "name": IDENTITY_VOLUME,
-            "projected": {"sources": [
-                {"serviceAccountToken": {
-                    "audience": weft_api::certify::TOKEN_AUDIENCE,
-                    "expirationSeconds": TOKEN_EXPIRATION_SECONDS,
-                    "path": "token",
-                }},
-                {"configMap": {
-                    "name": TRUST_ROOTS_CONFIGMAP,
-                    "items": [{"key": TRUST_ROOTS_KEY, "path": TRUST_ROOTS_KEY}],
-                }},
-            ]},
-        }),
+        json!({"name": IDENTITY_VOLUME, "projected": {"sources": sources}}),
         json!({"name": XTABLES_VOLUME, "emptyDir": {}}),
     ]
 }

@@ -359,13 +359,13 @@ fn build_patch(
         }
     }
     if spec.get("volumes").and_then(Value::as_array).is_some() {
-        for v in containers::volumes() {
+        for v in containers::volumes(plan.config) {
             ops.push(JsonPatchOp::add("/spec/volumes/-", v));
         }
     } else {
         ops.push(JsonPatchOp::add(
             "/spec/volumes",
-            Value::Array(containers::volumes()),
+            Value::Array(containers::volumes(plan.config)),
         ));
     }
     ops

@@ -14,8 +14,6 @@ pub mod containers;
 pub mod decide;
 pub mod manifest;
 pub mod patch;
-// Not yet started by `weft controller`: the lead wires `webhook::serve` in (docs/injection.md).
-#[cfg_attr(not(test), allow(dead_code))]
 pub mod webhook;
 
 pub use decide::Mode;
@@ -80,6 +78,10 @@ pub struct InjectConfig {
     pub native_sidecars: bool,
     pub resources: ProxyResources,
     pub log_level: String,
+    /// The trust anchors' PEM, set inline in the proxy's environment. `None` (`weft inject
+    /// --manual` without the cluster's anchors): read from the `weft-identity-trust-roots`
+    /// ConfigMap in the pod's namespace instead.
+    pub trust_anchors_pem: Option<String>,
 }
 
 impl InjectConfig {
@@ -100,6 +102,7 @@ impl InjectConfig {
             native_sidecars: true,
             resources: ProxyResources::default(),
             log_level: weft_proxy::config::DEFAULT_LOG_LEVEL.to_string(),
+            trust_anchors_pem: None,
         }
     }
 }

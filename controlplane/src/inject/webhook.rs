@@ -92,6 +92,7 @@ pub enum BadRequest {
 }
 
 /// Why the server could not be set up.
+#[cfg(test)]
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
     #[error("webhook TLS configuration: {0}")]
@@ -333,7 +334,9 @@ pub async fn handle(webhook: &Webhook, req: Request<Incoming>) -> Response<Full<
 }
 
 /// A TLS configuration for the webhook: TLS 1.2 and 1.3 (the API server speaks both), ALPN
-/// `h2` and `http/1.1`, ring as everywhere in Weft.
+/// `h2` and `http/1.1`, ring as everywhere in Weft. (The controller serves its own
+/// renewed certificate instead: `controller/injector.rs`.)
+#[cfg(test)]
 pub fn server_config(
     chain: Vec<rustls_pki_types::CertificateDer<'static>>,
     key: rustls_pki_types::PrivateKeyDer<'static>,
@@ -432,4 +435,4 @@ async fn connection(
 
 #[cfg(test)]
 #[path = "webhook_tests.rs"]
-mod tests;
+pub(crate) mod tests;

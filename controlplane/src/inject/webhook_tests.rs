@@ -154,7 +154,7 @@ fn unbase64(s: &str) -> Vec<u8> {
     out
 }
 
-fn decoded_patch(review: &Value) -> Value {
+pub(crate) fn decoded_patch(review: &Value) -> Value {
     assert_eq!(review["response"]["patchType"], json!("JSONPatch"));
     let b64 = review["response"]["patch"].as_str().expect("a patch");
     serde_json::from_slice(&unbase64(b64)).expect("the patch is JSON")

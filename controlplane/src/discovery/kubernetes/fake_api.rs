@@ -5,6 +5,8 @@
 //!
 //! - Namespaces, Pods, Services, ServiceAccounts and Secrets (`/api/v1`) and
 //!   EndpointSlices (`/apis/discovery.k8s.io/v1`), cluster-wide and per namespace.
+//! - MutatingWebhookConfigurations (`/apis/admissionregistration.k8s.io/v1`, cluster-wide).
+//! - `GET /version`: `1.31` unless [`FakeApi::set_version`] says otherwise.
 //! - HTTPRoutes (`/apis/gateway.networking.k8s.io/v1`), only after
 //!   [`FakeApi::install_gateway_api`] (before, `404` as on a cluster without the CRDs).
 //! - `TokenReview` (`POST /apis/authentication.k8s.io/v1/tokenreviews`) against tokens the
@@ -72,6 +74,7 @@ pub enum Resource {
     Secrets,
     EndpointSlices,
     HttpRoutes,
+    MutatingWebhookConfigurations,
 }
 
 impl Resource {
@@ -84,6 +87,7 @@ impl Resource {
             "secrets" => Resource::Secrets,
             "endpointslices" => Resource::EndpointSlices,
             "httproutes" => Resource::HttpRoutes,
+            "mutatingwebhookconfigurations" => Resource::MutatingWebhookConfigurations,
             _ => return None,
         })
     }
@@ -97,6 +101,7 @@ impl Resource {
             Resource::Secrets => "Secret",
             Resource::EndpointSlices => "EndpointSlice",
             Resource::HttpRoutes => "HTTPRoute",
+            Resource::MutatingWebhookConfigurations => "MutatingWebhookConfiguration",
         }
     }
 
@@ -104,6 +109,7 @@ impl Resource {
         match self {
             Resource::EndpointSlices => "discovery.k8s.io/v1",
             Resource::HttpRoutes => "gateway.networking.k8s.io/v1",
+            Resource::MutatingWebhookConfigurations => "admissionregistration.k8s.io/v1",
             _ => "v1",
         }
     }
@@ -117,7 +123,10 @@ impl Resource {
     }
 
     fn namespaced(self) -> bool {
-        self != Resource::Namespaces
+        !matches!(
+            self,
+            Resource::Namespaces | Resource::MutatingWebhookConfigurations
+        )
     }
 }
 
@@ -147,6 +156,8 @@ struct Store {
     tokens: BTreeMap<String, FakeToken>,
     /// Whether the Gateway API CRDs are installed (HTTPRoutes served).
     gateway_api: bool,
+    /// `(major, minor)` for `GET /version`.
+    version: (String, String),
 }
 
 /// A token the fake's TokenReview recognises.
@@ -188,11 +199,17 @@ impl FakeApi {
             requests: Vec::new(),
             tokens: BTreeMap::new(),
             gateway_api: false,
+            version: ("1".into(), "31".into()),
         }));
         let stop = Shutdown::new();
         tokio::spawn(accept(listener, store.clone(), stop.signal()));
         tokio::spawn(bookmarks(store.clone(), stop.signal()));
         Ok(Self { addr, store, stop })
+    }
+
+    /// What `GET /version` says from now on, e.g. `("1", "28")`.
+    pub fn set_version(&self, major: &str, minor: &str) {
+        self.store().version = (major.to_string(), minor.to_string());
     }
 
     /// Serves HTTPRoutes from now on, as if the Gateway API CRDs were installed.
@@ -273,6 +290,7 @@ impl FakeApi {
             Resource::Secrets => "/secrets",
             Resource::EndpointSlices => "/endpointslices",
             Resource::HttpRoutes => "/httproutes",
+            Resource::MutatingWebhookConfigurations => "/mutatingwebhookconfigurations",
         };
         self.store()
             .requests
@@ -390,6 +408,12 @@ fn target(path: &str) -> Option<Target> {
             name: name.to_string(),
             status: false,
         },
+        [res, name] if *res != "namespaces" => Target::Object {
+            resource: Resource::parse(res).filter(|r| !r.namespaced())?,
+            namespace: String::new(),
+            name: name.to_string(),
+            status: false,
+        },
         ["namespaces", ns, res] => Target::Collection {
             resource: Resource::parse(res).filter(|r| r.namespaced())?,
             namespace: Some(ns.to_string()),
@@ -432,6 +456,13 @@ async fn handle(store: &Arc<Mutex<Store>>, req: Request<Incoming>) -> Response<B
         "{method} {}",
         uri.path_and_query().map_or("", |p| p.as_str())
     ));
+    if uri.path() == "/version" && method == Method::GET {
+        let (major, minor) = lock(store).version.clone();
+        return json_response(
+            200,
+            &json!({"major": major, "minor": minor, "gitVersion": format!("v{major}.{minor}.0"), "platform": "linux/amd64"}),
+        );
+    }
     if uri.path() == TOKEN_REVIEWS {
         if method != Method::POST {
             return status(405, "MethodNotAllowed", "tokenreviews only take POST");
