@@ -210,6 +210,20 @@ impl App {
         // Ready once listening and, with an identity, once the first certificate is held.
         let mut background = Vec::new();
         if let Some(d) = discovery {
+            if let Some(ip) = config.exit_with_workload {
+                // Any port of the pod's address names the pod; the admin port is stable.
+                let mut done = d.watch_workload_done(SocketAddr::new(ip, addrs.admin.port()));
+                let shutdown = shutdown.clone();
+                background.push(tokio::spawn(async move {
+                    if done.wait_for(|d| *d).await.is_ok() {
+                        tracing::info!(
+                            pod = %ip,
+                            "every application container of this pod has finished; shutting down"
+                        );
+                        shutdown.trigger();
+                    }
+                }));
+            }
             background.push(tokio::spawn(d.run_evictor()));
         }
         let started = std::time::Instant::now();

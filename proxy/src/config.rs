@@ -34,6 +34,10 @@ pub const ENV_MESHED_ENDPOINTS: &str = "WEFT_PROXY_MESHED_ENDPOINTS";
 pub const ENV_TLS_HANDSHAKE_TIMEOUT: &str = "WEFT_PROXY_TLS_HANDSHAKE_TIMEOUT";
 pub const ENV_DISCOVERY_ENABLED: &str = "WEFT_PROXY_DISCOVERY_ENABLED";
 pub const ENV_INGRESS_MODE: &str = "WEFT_PROXY_INGRESS_MODE";
+/// `true`: exit once the controller says every app container of this pod has finished.
+pub const ENV_EXIT_WITH_WORKLOAD: &str = "WEFT_PROXY_EXIT_WITH_WORKLOAD";
+/// This pod's IP (the injector sets it from the downward API).
+pub const ENV_POD_IP: &str = "WEFT_PROXY_POD_IP";
 pub const ENV_DISCOVERY_TIMEOUT: &str = "WEFT_PROXY_DISCOVERY_TIMEOUT";
 
 pub const DEFAULT_INBOUND_LISTEN_ADDR: &str = "0.0.0.0:4143";
@@ -131,6 +135,10 @@ pub struct Config {
     pub ingress_mode: bool,
     /// How long a connection to a new destination waits for the controller's answer.
     pub discovery_timeout: Duration,
+    /// With `WEFT_PROXY_EXIT_WITH_WORKLOAD=true`: this pod's IP, watched through the
+    /// destination API until the controller says its app containers have all finished
+    /// (a Job pod on a cluster without native sidecars); then the proxy drains and exits.
+    pub exit_with_workload: Option<std::net::IpAddr>,
 }
 
 /// A bad configuration value; the message names the variable and the value.
@@ -228,7 +236,17 @@ impl Config {
             discovery_enabled: parse(env, ENV_DISCOVERY_ENABLED, "true", parse_bool)?,
             ingress_mode: parse(env, ENV_INGRESS_MODE, "false", parse_bool)?,
             discovery_timeout: parse(env, ENV_DISCOVERY_TIMEOUT, "2s", parse_duration)?,
+            exit_with_workload: exit_with_workload(env)?,
         };
+        if cfg.exit_with_workload.is_some() && (cfg.identity.is_none() || !cfg.discovery_enabled) {
+            return Err(ConfigError::Invalid {
+                var: ENV_EXIT_WITH_WORKLOAD,
+                value: "true".into(),
+                reason: format!(
+                    "needs the destination API: set {ENV_IDENTITY_NAME} and leave {ENV_DISCOVERY_ENABLED} on"
+                ),
+            });
+        }
         Ok(cfg)
     }
 }
@@ -245,6 +263,20 @@ fn parse<T>(
         var,
         value: raw.to_string(),
         reason,
+    })
+}
+
+fn exit_with_workload(env: &dyn Lookup) -> Result<Option<std::net::IpAddr>, ConfigError> {
+    if !parse(env, ENV_EXIT_WITH_WORKLOAD, "false", parse_bool)? {
+        return Ok(None);
+    }
+    parse(env, ENV_POD_IP, "", |s| {
+        if s.is_empty() {
+            return Err(format!("required when {ENV_EXIT_WITH_WORKLOAD} is true"));
+        }
+        s.parse::<std::net::IpAddr>()
+            .map(|ip| Some(ip.to_canonical()))
+            .map_err(|_| "not an IP address".to_string())
     })
 }
 
@@ -454,8 +486,33 @@ mod tests {
                 format!("invalid {missing}=\"\": required when WEFT_PROXY_IDENTITY_NAME is set")
             );
         }
+        // Exiting with the workload needs the pod's IP and the destination API.
+        let mut env = full.clone();
+        env.insert(ENV_EXIT_WITH_WORKLOAD, "true");
+        assert_eq!(
+            Config::from_lookup(&env).unwrap_err().to_string(),
+            "invalid WEFT_PROXY_POD_IP=\"\": required when WEFT_PROXY_EXIT_WITH_WORKLOAD is true"
+        );
+        env.insert(ENV_POD_IP, "198.18.0.7");
+        assert_eq!(
+            Config::from_lookup(&env).unwrap().exit_with_workload,
+            Some("198.18.0.7".parse().unwrap())
+        );
+        env.insert(ENV_POD_IP, "pod-ip");
+        assert_eq!(
+            Config::from_lookup(&env).unwrap_err().to_string(),
+            "invalid WEFT_PROXY_POD_IP=\"pod-ip\": not an IP address"
+        );
+        env.insert(ENV_POD_IP, "198.18.0.7");
+        env.insert(ENV_DISCOVERY_ENABLED, "false");
+        assert_eq!(
+            Config::from_lookup(&env).unwrap_err().to_string(),
+            "invalid WEFT_PROXY_EXIT_WITH_WORKLOAD=\"true\": needs the destination API: set WEFT_PROXY_IDENTITY_NAME and leave WEFT_PROXY_DISCOVERY_ENABLED on"
+        );
+
         // Inline PEM (what the injector sets) instead of a path.
-        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        // (Surrounding whitespace is trimmed, as for every variable.)
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----";
         let mut env = full.clone();
         env.insert(ENV_IDENTITY_TRUST_ANCHORS, pem);
         let c = Config::from_lookup(&env).unwrap();

@@ -64,6 +64,9 @@ pub struct Controller {
 
 type Sender = hyper::client::conn::http2::SendRequest<Empty<Bytes>>;
 
+/// What a subscription does with each new state of its address.
+type Publish = Box<dyn Fn(&Snapshot, &Option<Arc<Balancer>>) + Send + Sync>;
+
 struct Entry {
     answer: watch::Receiver<Option<Known>>,
     task: tokio::task::JoinHandle<()>,
@@ -112,7 +115,10 @@ impl Discovery {
             let mut entries = self.entries();
             let entry = entries.entry(addr).or_insert_with(|| {
                 let (tx, rx) = watch::channel(None);
-                let task = tokio::spawn(self.clone().subscribe(addr, tx));
+                let publish: Publish = Box::new(move |snapshot, balancer| {
+                    tx.send_replace(Some(known(snapshot, balancer)));
+                });
+                let task = tokio::spawn(self.clone().subscribe(addr, publish));
                 Entry {
                     answer: rx,
                     task,
@@ -169,12 +175,27 @@ impl Discovery {
         }
     }
 
-    /// Keeps `tx` current for `addr`, reconnecting with backoff, never clearing what it knew.
-    async fn subscribe(self: Arc<Self>, addr: SocketAddr, tx: watch::Sender<Option<Known>>) {
+    /// Turns true once the controller says the workload at `pod` (this proxy's own pod) has
+    /// finished: every app container terminated for good. Watched for as long as the proxy
+    /// lives, reconnecting like any destination.
+    pub fn watch_workload_done(self: &Arc<Self>, pod: SocketAddr) -> watch::Receiver<bool> {
+        let (tx, rx) = watch::channel(false);
+        let publish: Publish = Box::new(move |snapshot, _| {
+            if snapshot.workload_done {
+                tx.send_replace(true);
+            }
+        });
+        tokio::spawn(self.clone().subscribe(pod, publish));
+        rx
+    }
+
+    /// Publishes every new state of `addr`, reconnecting with backoff, never clearing what
+    /// it knew.
+    async fn subscribe(self: Arc<Self>, addr: SocketAddr, publish: Publish) {
         let mut state: Option<(Snapshot, Option<Arc<Balancer>>)> = None;
         let mut failures = 0u32;
         loop {
-            let result = self.stream(addr, &tx, &mut state, &mut failures).await;
+            let result = self.stream(addr, &publish, &mut state, &mut failures).await;
             if let Err(e) = result {
                 tracing::warn!(%addr, "destination stream: {e}; keeping the last answer");
                 *self.conn.lock().await = None;
@@ -188,7 +209,7 @@ impl Discovery {
     async fn stream(
         &self,
         addr: SocketAddr,
-        tx: &watch::Sender<Option<Known>>,
+        publish: &Publish,
         state: &mut Option<(Snapshot, Option<Arc<Balancer>>)>,
         failures: &mut u32,
     ) -> Result<(), DiscoveryError> {
@@ -221,7 +242,7 @@ impl Discovery {
                 *failures = 0;
                 apply(addr, state, update);
                 if let Some((snapshot, balancer)) = state.as_ref() {
-                    tx.send_replace(Some(known(snapshot, balancer)));
+                    publish(snapshot, balancer);
                 }
             }
             if buf.len() > MAX_LINE {

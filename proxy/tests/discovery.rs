@@ -88,6 +88,7 @@ fn service(endpoints: Vec<Endpoint>, route: RouteConfig) -> Snapshot {
         service: Some("web.apps".into()),
         endpoints,
         route,
+        workload_done: false,
     }
 }
 
@@ -310,4 +311,45 @@ async fn route_timeouts_answer_504_and_no_endpoints_503() {
     ca.set_destination(vip(), service(vec![], RouteConfig::default()));
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(call(&proxy, "/").await, Err(503));
+}
+
+/// A Job pod's proxy (classic sidecar) exits once the controller says every app container
+/// of its pod has finished, and not before.
+#[tokio::test]
+async fn a_job_proxy_exits_when_its_workload_is_done() {
+    let ca = TestCa::start(&[("tok-client", "client")], Duration::from_secs(3600)).await;
+    let mut e = ca.proxy_env("client");
+    e.push(("WEFT_PROXY_EXIT_WITH_WORKLOAD".into(), "true".into()));
+    e.push(("WEFT_PROXY_POD_IP".into(), "198.18.0.77".into()));
+    let env: Vec<(&str, &str)> = e.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let p = start_proxy_with(
+        Arc::new(FixedOrigDst(vip())),
+        Arc::new(FixedOrigDst(vip())),
+        &env,
+    );
+    let started = Instant::now();
+    while admin_get(p.addrs.admin, "/ready").await.0 != 200 {
+        assert!(started.elapsed() < Duration::from_secs(10), "never ready");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let own: SocketAddr = SocketAddr::new("198.18.0.77".parse().unwrap(), p.addrs.admin.port());
+    let pod = |done: bool| Snapshot {
+        kind: Kind::Pod,
+        service: None,
+        endpoints: vec![endpoint("198.18.0.77:8080".parse().unwrap(), 1)],
+        route: RouteConfig::default(),
+        workload_done: done,
+    };
+    // Running: the proxy stays.
+    ca.set_destination(own, pod(false));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!p.task.is_finished(), "exited while the job still runs");
+    assert_eq!(admin_get(p.addrs.admin, "/ready").await.0, 200);
+    // Done: it drains and exits by itself.
+    ca.set_destination(own, pod(true));
+    let drained = tokio::time::timeout(Duration::from_secs(10), p.task)
+        .await
+        .expect("the proxy exits within 10 s of the workload finishing")
+        .unwrap();
+    assert_eq!(drained, weft_proxy::drain::Drained::Complete);
 }

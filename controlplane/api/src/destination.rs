@@ -103,6 +103,10 @@ pub struct Snapshot {
     pub endpoints: Vec<Endpoint>,
     #[serde(default)]
     pub route: RouteConfig,
+    /// For a pod: every application container has terminated and will not restart (a
+    /// finished Job pod whose proxy is a classic sidecar); that pod's own proxy exits.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub workload_done: bool,
 }
 
 /// One line of a destination stream.
@@ -122,10 +126,11 @@ pub enum Update {
     },
 }
 
-/// The diff that turns `old` into `new`, or a fresh snapshot when the kind or service
-/// changed. Empty when nothing changed.
+/// The diff that turns `old` into `new`, or a fresh snapshot when the kind, the service or
+/// `workload_done` changed. Empty when nothing changed.
 pub fn diff(old: &Snapshot, new: &Snapshot) -> Vec<Update> {
-    if old.kind != new.kind || old.service != new.service {
+    if old.kind != new.kind || old.service != new.service || old.workload_done != new.workload_done
+    {
         return vec![Update::Snapshot(new.clone())];
     }
     let mut out = Vec::new();
@@ -196,6 +201,7 @@ mod tests {
             service: Some("web.apps".into()),
             endpoints,
             route: RouteConfig::default(),
+            workload_done: false,
         }
     }
 
@@ -259,5 +265,17 @@ mod tests {
             ..b.clone()
         };
         assert_eq!(diff(&b, &pod), vec![Update::Snapshot(pod.clone())]);
+        // A finished workload is a fresh snapshot too (older proxies ignore the field).
+        let done = Snapshot {
+            workload_done: true,
+            ..pod.clone()
+        };
+        assert_eq!(diff(&pod, &done), vec![Update::Snapshot(done.clone())]);
+        let line = serde_json::to_string(&Update::Snapshot(pod.clone())).unwrap();
+        assert!(!line.contains("workloadDone"), "false is left out: {line}");
+        let line = serde_json::to_string(&Update::Snapshot(done.clone())).unwrap();
+        assert!(line.contains("\"workloadDone\":true"), "{line}");
+        let back: Update = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, Update::Snapshot(done));
     }
 }

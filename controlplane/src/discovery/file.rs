@@ -299,6 +299,7 @@ pub fn build_state(
             meshed: w.meshed,
             inbound_port: w.inbound_port,
             opaque_ports: w.opaque_ports.iter().copied().collect::<BTreeSet<u16>>(),
+            finished: false,
         });
     }
 
@@ -836,6 +837,7 @@ services:
                 meshed: true,
                 inbound_port: 4143,
                 opaque_ports: BTreeSet::new(),
+                finished: false,
             }]
         );
         assert_eq!(s.services[0].ports[0].target_port, 80);

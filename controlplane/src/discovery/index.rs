@@ -62,6 +62,7 @@ pub fn unknown() -> Snapshot {
         service: None,
         endpoints: Vec::new(),
         route: RouteConfig::default(),
+        workload_done: false,
     }
 }
 
@@ -175,6 +176,7 @@ impl Index {
                 service: None,
                 endpoints: vec![self.workload_endpoint(w, addr, 1, None)],
                 route: RouteConfig::default(),
+                workload_done: w.finished,
             };
         }
         unknown()
@@ -259,6 +261,7 @@ impl Index {
             service: Some(format!("{}.{}", svc.key.name, svc.key.namespace)),
             endpoints: unique.into_values().collect(),
             route: svc.route.clone(),
+            workload_done: false,
         }
     }
 
@@ -453,6 +456,7 @@ pub(crate) mod tests {
             meshed: true,
             inbound_port: DEFAULT_INBOUND_PORT,
             opaque_ports: BTreeSet::new(),
+            finished: false,
         }
     }
 
@@ -495,6 +499,7 @@ pub(crate) mod tests {
             service: Some(name.into()),
             endpoints,
             route: RouteConfig::default(),
+            workload_done: false,
         }
     }
 
@@ -504,6 +509,7 @@ pub(crate) mod tests {
             service: None,
             endpoints: vec![e],
             route: RouteConfig::default(),
+            workload_done: false,
         }
     }
 

@@ -58,6 +58,9 @@ pub struct Workload {
     pub inbound_port: u16,
     /// Ports that speak a server-first or otherwise opaque protocol.
     pub opaque_ports: BTreeSet<u16>,
+    /// Every application container has terminated and will not be restarted (Kubernetes
+    /// only): a finished Job pod, whose classic-sidecar proxy should now exit.
+    pub finished: bool,
 }
 
 /// One port of a service.

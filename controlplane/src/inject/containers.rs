@@ -133,7 +133,10 @@ pub fn proxy_container(plan: &Plan) -> Value {
         envs.push(value_env(env::ENV_INGRESS_MODE, "true"));
     }
     if plan.job && !plan.native {
-        // Lets `weft-await --shutdown` (and the controller's Job handling) stop the proxy.
+        // The proxy exits by itself once the controller sees every app container finished
+        // (it watches its own pod, WEFT_PROXY_POD_IP, through the destination API);
+        // `weft-await --shutdown` can also stop it.
+        envs.push(value_env(env::ENV_EXIT_WITH_WORKLOAD, "true"));
         envs.push(value_env(env::ENV_SHUTDOWN_ENDPOINT_ENABLED, "true"));
     }
     let mut requests = serde_json::Map::new();

@@ -356,7 +356,7 @@ fn invalid_config_leaves_the_pod_alone_naming_the_annotation() {
 }
 
 #[test]
-fn job_pods_are_marked_and_classic_ones_get_the_shutdown_endpoint() {
+fn job_pods_are_marked_and_classic_ones_exit_with_their_workload() {
     let mut p = pod(&[("weft.dev/inject", "enabled")]);
     p["metadata"]["ownerReferences"] = json!([{"apiVersion": "batch/v1", "kind": "Job", "name": "migrate", "uid": "u", "controller": true}]);
     for native in [true, false] {
@@ -379,6 +379,12 @@ fn job_pods_are_marked_and_classic_ones_get_the_shutdown_endpoint() {
         let want = if native { None } else { Some(json!("true")) };
         assert_eq!(
             env.get("WEFT_PROXY_SHUTDOWN_ENDPOINT_ENABLED").cloned(),
+            want,
+            "native={native}"
+        );
+        // Classic: the proxy exits by itself when the controller sees the job finished.
+        assert_eq!(
+            env.get("WEFT_PROXY_EXIT_WITH_WORKLOAD").cloned(),
             want,
             "native={native}"
         );

@@ -318,6 +318,7 @@ fn destination_stream(req: Request<Incoming>, state: &State) -> Response<ApiBody
                     service: None,
                     endpoints: vec![],
                     route: Default::default(),
+                    workload_done: false,
                 })
                 .0
             })

@@ -131,6 +131,7 @@ pub fn workload(
             .chain(s.init_containers.iter().flatten())
     });
     let meshed = containers.clone().any(|c| c.name == PROXY_CONTAINER);
+    let app_finished = spec.is_some_and(|s| apps_finished(s, status));
     let named_port = |name: &str| -> Option<u16> {
         containers
             .clone()
@@ -168,9 +169,42 @@ pub fn workload(
             meshed,
             inbound_port: DEFAULT_INBOUND_PORT,
             opaque_ports,
+            finished: app_finished,
             key,
         }),
         warnings,
+    })
+}
+
+/// Whether every application container (every container but a classic `weft-proxy`) has
+/// terminated for good: with `restartPolicy: Never`, terminated at all; with `OnFailure`,
+/// terminated with exit code 0; with `Always` (the default), never. A pod whose proxy is a
+/// native sidecar is never "finished" here: the kubelet stops that proxy by itself.
+pub fn apps_finished(spec: &objects::PodSpec, status: Option<&objects::PodStatus>) -> bool {
+    let must_succeed = match spec.restart_policy.as_deref() {
+        Some("Never") => false,
+        Some("OnFailure") => true,
+        _ => return false,
+    };
+    let apps: Vec<&str> = spec
+        .containers
+        .iter()
+        .map(|c| c.name.as_str())
+        .filter(|n| *n != PROXY_CONTAINER)
+        .collect();
+    if apps.len() == spec.containers.len() || apps.is_empty() {
+        return false;
+    }
+    let statuses = status
+        .and_then(|s| s.container_statuses.as_deref())
+        .unwrap_or_default();
+    apps.iter().all(|name| {
+        statuses
+            .iter()
+            .find(|s| s.name == *name)
+            .and_then(|s| s.state.as_ref())
+            .and_then(|s| s.terminated.as_ref())
+            .is_some_and(|t| !must_succeed || t.exit_code == 0)
     })
 }
 
@@ -554,6 +588,105 @@ mod tests {
     }
 
     #[test]
+    fn finished_apps_table() {
+        let spec = |policy: Option<&str>, names: &[&str]| objects::PodSpec {
+            containers: names
+                .iter()
+                .map(|n| objects::Container {
+                    name: n.to_string(),
+                    ports: None,
+                })
+                .collect(),
+            restart_policy: policy.map(str::to_string),
+            ..objects::PodSpec::default()
+        };
+        let status = |states: &[(&str, Option<i32>)]| objects::PodStatus {
+            container_statuses: Some(
+                states
+                    .iter()
+                    .map(|(n, exit)| objects::ContainerStatus {
+                        name: n.to_string(),
+                        state: Some(objects::ContainerState {
+                            terminated: exit
+                                .map(|exit_code| objects::ContainerTerminated { exit_code }),
+                        }),
+                    })
+                    .collect(),
+            ),
+            ..objects::PodStatus::default()
+        };
+        let job = ["weft-proxy", "job", "helper"];
+        let cases = [
+            (
+                "Never: every app terminated",
+                spec(Some("Never"), &job),
+                Some(status(&[
+                    ("weft-proxy", None),
+                    ("job", Some(1)),
+                    ("helper", Some(0)),
+                ])),
+                true,
+            ),
+            (
+                "Never: one app still running",
+                spec(Some("Never"), &job),
+                Some(status(&[
+                    ("weft-proxy", None),
+                    ("job", Some(0)),
+                    ("helper", None),
+                ])),
+                false,
+            ),
+            (
+                "Never: an app with no status yet",
+                spec(Some("Never"), &job),
+                Some(status(&[("weft-proxy", None), ("job", Some(0))])),
+                false,
+            ),
+            (
+                "OnFailure: all exited 0",
+                spec(Some("OnFailure"), &job),
+                Some(status(&[("job", Some(0)), ("helper", Some(0))])),
+                true,
+            ),
+            (
+                "OnFailure: a failure will be restarted",
+                spec(Some("OnFailure"), &job),
+                Some(status(&[("job", Some(2)), ("helper", Some(0))])),
+                false,
+            ),
+            (
+                "Always: never finished",
+                spec(Some("Always"), &job),
+                Some(status(&[("job", Some(0)), ("helper", Some(0))])),
+                false,
+            ),
+            (
+                "no policy means Always",
+                spec(None, &job),
+                Some(status(&[("job", Some(0)), ("helper", Some(0))])),
+                false,
+            ),
+            (
+                "no classic proxy (native sidecar or unmeshed)",
+                spec(Some("Never"), &["job"]),
+                Some(status(&[("job", Some(0))])),
+                false,
+            ),
+            (
+                "only the proxy",
+                spec(Some("Never"), &["weft-proxy"]),
+                Some(status(&[("weft-proxy", None)])),
+                false,
+            ),
+            ("no status at all", spec(Some("Never"), &job), None, false),
+        ];
+        for (what, spec, status, want) in cases {
+            assert_eq!(apps_finished(&spec, status.as_ref()), want, "{what}");
+        }
+    }
+
+    #[test]
     fn pods_become_workloads() {
         let want = Workload {
             key: ObjectKey::new("apps", "web-5d9c8f7b6-x2x7q"),
@@ -570,6 +703,7 @@ mod tests {
             meshed: true,
             inbound_port: 4143,
             opaque_ports: BTreeSet::from([5432, 9000, 9001, 9002, 9090]),
+            finished: false,
         };
         let got = workload(&pod(web_pod()), None).unwrap();
         assert_eq!(got.value.as_ref(), Some(&want));

@@ -61,6 +61,7 @@ pub struct PodSpec {
     pub init_containers: Option<Vec<Container>>,
     pub host_network: Option<bool>,
     pub service_account_name: Option<String>,
+    pub restart_policy: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -87,6 +88,27 @@ pub struct PodStatus {
     pub pod_ip: Option<String>,
     #[serde(rename = "podIPs")]
     pub pod_ips: Option<Vec<PodIp>>,
+    pub container_statuses: Option<Vec<ContainerStatus>>,
+}
+
+/// A container's state: only whether (and how) it terminated is read.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct ContainerStatus {
+    #[serde(default)]
+    pub name: String,
+    pub state: Option<ContainerState>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct ContainerState {
+    pub terminated: Option<ContainerTerminated>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerTerminated {
+    #[serde(default)]
+    pub exit_code: i32,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -234,6 +256,7 @@ mod tests {
                 init_containers: None,
                 host_network: None,
                 service_account_name: Some("web".into()),
+                restart_policy: None,
             })
         );
         assert_eq!(

@@ -508,6 +508,71 @@ async fn split_scenario(client: &Client, index: &SharedIndex, ns: &str) {
     assert_eq!(weights(&s), [("198.18.0.1:8080".to_string(), 1)]);
 }
 
+/// A Job pod with a classic-sidecar proxy: once its app container terminates, the pod's
+/// own address says `workload_done`, which tells that proxy to exit.
+#[tokio::test]
+async fn a_finished_job_pod_is_reported_done() {
+    let fake = FakeApi::start().await.unwrap();
+    let client = fake.client();
+    let running = start(client.clone()).await;
+    let pp = PostParams::default();
+    Api::<full::Namespace>::all(client.clone())
+        .create(&pp, &obj(json!({"metadata": {"name": "jobs"}})))
+        .await
+        .unwrap();
+    let pods: Api<full::Pod> = Api::namespaced(client.clone(), "jobs");
+    pods.create(
+        &pp,
+        &obj(json!({
+            "metadata": {"name": "migrate-x7k2p", "namespace": "jobs",
+                         "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "migrate", "uid": "u1", "controller": true}]},
+            "spec": {
+                "restartPolicy": "Never",
+                "schedulerName": "weft-test-no-such-scheduler",
+                "containers": [
+                    {"name": "weft-proxy", "image": "registry.invalid/weft-proxy:0"},
+                    {"name": "migrate", "image": "registry.invalid/migrate:0"}
+                ]
+            }
+        })),
+    )
+    .await
+    .unwrap();
+    let status = |migrate: serde_json::Value| {
+        json!({"status": {"phase": "Running", "podIP": "198.18.0.50", "podIPs": [{"ip": "198.18.0.50"}],
+        "containerStatuses": [
+            {"name": "weft-proxy", "state": {"running": {"startedAt": "2026-12-07T08:00:00Z"}}},
+            {"name": "migrate", "state": migrate}
+        ]}})
+    };
+    pods.patch_status(
+        "migrate-x7k2p",
+        &PatchParams::default(),
+        &Patch::Merge(&status(
+            json!({"running": {"startedAt": "2026-12-07T08:00:01Z"}}),
+        )),
+    )
+    .await
+    .unwrap();
+    let own: SocketAddr = "198.18.0.50:4191".parse().unwrap();
+    let s = until(&running.index, own, "the job pod", |s| s.kind == Kind::Pod).await;
+    assert!(!s.workload_done);
+    pods.patch_status(
+        "migrate-x7k2p",
+        &PatchParams::default(),
+        &Patch::Merge(&status(
+            json!({"terminated": {"exitCode": 0, "reason": "Completed"}}),
+        )),
+    )
+    .await
+    .unwrap();
+    let s = until(&running.index, own, "the job done", |s| s.workload_done).await;
+    assert_eq!(s.kind, Kind::Pod);
+    let line = serde_json::to_string(&weft_api::destination::Update::Snapshot(s)).unwrap();
+    assert!(line.contains("\"workloadDone\":true"), "{line}");
+    running.shutdown.trigger();
+}
+
 #[tokio::test]
 async fn without_the_gateway_api_there_are_no_route_watches() {
     let fake = FakeApi::start().await.unwrap();
