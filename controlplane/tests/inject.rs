@@ -168,7 +168,7 @@ fn inject_ingress_on_a_list_from_stdin() {
         r.stderr,
         "deployment \"traefik\" injected (ingress mode)\n\
          serviceaccount \"traefik\" skipped: not a workload\n\
-         deployment \"coredns\" skipped: pods in kube-system are never injected\n"
+         deployment \"coredns\" skipped: pods in kube-system are never injected (except ingress controllers that ask for `weft.dev/inject: ingress` on the pod itself)\n"
     );
     let out = docs(&r.stdout);
     assert_eq!(out.len(), 1);
@@ -371,5 +371,88 @@ fn errors_name_the_problem() {
             .starts_with("weft uninject: cannot read /nonexistent/x.yaml: "),
         "{}",
         r.stderr
+    );
+}
+
+/// The HelmChartConfig in docs/ingress.md, as a user would drop it on a k3s server: its
+/// values, applied to a Traefik Deployment in kube-system the way the Traefik chart renders
+/// `deployment.podAnnotations` and `deployment.podLabels`, make Traefik injected in ingress
+/// mode. (No Traefik runs here; this checks the documented values do what the page says.)
+#[test]
+fn the_k3s_traefik_helmchartconfig_meshes_traefik_in_ingress_mode() {
+    let page = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/ingress.md"),
+    )
+    .expect("docs/ingress.md");
+    let block = page
+        .split("```yaml\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .find(|b| b.contains("kind: HelmChartConfig"))
+        .expect("a HelmChartConfig example");
+    let hcc: Value = serde_yaml::from_str(block).expect("the example is YAML");
+    assert_eq!(at(&hcc, &["metadata", "name"]).as_str(), Some("traefik"));
+    assert_eq!(
+        at(&hcc, &["metadata", "namespace"]).as_str(),
+        Some("kube-system")
+    );
+    let values: Value = serde_yaml::from_str(
+        at(&hcc, &["spec", "valuesContent"])
+            .as_str()
+            .expect("valuesContent is a string"),
+    )
+    .expect("valuesContent is YAML");
+    let annotations = at(&values, &["deployment", "podAnnotations"]).clone();
+    let labels = at(&values, &["deployment", "podLabels"]).clone();
+    assert_eq!(
+        labels["weft.dev/inject"].as_str(),
+        Some("ingress"),
+        "the webhook's objectSelector label"
+    );
+
+    let mut deployment: Value = serde_yaml::from_str(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: traefik, namespace: kube-system}\nspec:\n  selector: {matchLabels: {app.kubernetes.io/name: traefik}}\n  template:\n    metadata:\n      labels: {app.kubernetes.io/name: traefik}\n    spec:\n      serviceAccountName: traefik\n      containers:\n        - name: traefik\n          image: rancher/mirrored-library-traefik:3.3.6\n          ports: [{name: web, containerPort: 8000}, {name: websecure, containerPort: 8443}]\n",
+    )
+    .unwrap();
+    deployment["spec"]["template"]["metadata"]["annotations"] = annotations;
+    for (k, v) in labels.as_mapping().expect("podLabels is a map") {
+        deployment["spec"]["template"]["metadata"]["labels"][k] = v.clone();
+    }
+    let input = serde_yaml::to_string(&deployment).unwrap();
+    let out = weft(&["inject", "--manual", "-"], Some(&input));
+    assert!(out.ok, "{}", out.stderr);
+    assert_eq!(
+        out.stderr,
+        "deployment \"traefik\" injected (manual, ingress mode)\n"
+    );
+    let injected = &docs(&out.stdout)[0];
+    let spec = at(injected, &["spec", "template", "spec"]);
+    let proxy = spec["initContainers"]
+        .as_sequence()
+        .expect("init containers")
+        .iter()
+        .find(|c| c["name"].as_str() == Some("weft-proxy"))
+        .expect("weft-proxy as a native sidecar");
+    let ingress = proxy["env"]
+        .as_sequence()
+        .expect("env")
+        .iter()
+        .find(|e| e["name"].as_str() == Some("WEFT_PROXY_INGRESS_MODE"))
+        .map(|e| e["value"].as_str());
+    assert_eq!(ingress, Some(Some("true")));
+
+    // Without the annotation, kube-system stays alone whatever `weft inject` is asked.
+    deployment["spec"]["template"]["metadata"]
+        .as_mapping_mut()
+        .unwrap()
+        .remove("annotations");
+    let input = serde_yaml::to_string(&deployment).unwrap();
+    let out = weft(&["inject", "--ingress", "-"], Some(&input));
+    assert!(out.ok, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .starts_with("deployment \"traefik\" skipped: pods in kube-system are never injected"),
+        "{}",
+        out.stderr
     );
 }

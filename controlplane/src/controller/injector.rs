@@ -134,7 +134,9 @@ pub async fn start(
         Some(client) => Arc::new(KubeNamespaces(client.clone())),
         _ => Arc::new(BTreeMap::<String, BTreeMap<String, String>>::new()),
     };
-    let hook: webhook::RefusalHook = Arc::new(|r: &webhook::Refusal| {
+    #[cfg(feature = "kubernetes")]
+    let events = kube.cloned();
+    let hook: webhook::RefusalHook = Arc::new(move |r: &webhook::Refusal| {
         warn!(
             namespace = %r.namespace,
             pod = %r.pod,
@@ -142,6 +144,10 @@ pub async fn start(
             "injector: left the pod alone: {}",
             r.reason
         );
+        #[cfg(feature = "kubernetes")]
+        if let Some(client) = &events {
+            tokio::spawn(record_event(client.clone(), r.clone()));
+        }
     });
     let webhook = Arc::new(Webhook::new(config, namespaces).on_refusal(hook));
     let mut tls = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
@@ -225,6 +231,42 @@ impl NamespaceLookup for KubeNamespaces {
                 Err(e) => Err(format!("cannot read namespace {namespace}: {e}")),
             }
         })
+    }
+}
+
+/// A Warning Event on the pod's owner (its ReplicaSet, Job …; the pod itself has no name
+/// yet when created by a controller), so `kubectl describe` shows why it is not meshed.
+#[cfg(feature = "kubernetes")]
+async fn record_event(client: kube::Client, r: webhook::Refusal) {
+    use k8s_openapi::api::core::v1::Event;
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let (kind, name) = r
+        .owner
+        .clone()
+        .unwrap_or_else(|| ("Pod".to_string(), r.pod.clone()));
+    let event = serde_json::json!({
+        "metadata": {"generateName": "weft-injector-", "namespace": r.namespace},
+        "involvedObject": {"kind": kind, "name": name, "namespace": r.namespace},
+        "reason": "WeftInjectionSkipped",
+        "message": format!("weft: pod {} not injected: {}", r.pod, r.reason),
+        "type": "Warning",
+        "source": {"component": "weft-injector"},
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    });
+    let event: Event = match serde_json::from_value(event) {
+        Ok(e) => e,
+        Err(e) => {
+            warn!("injector: cannot build an Event: {e}");
+            return;
+        }
+    };
+    let api: kube::Api<Event> = kube::Api::namespaced(client, &r.namespace);
+    if let Err(e) = api.create(&kube::api::PostParams::default(), &event).await {
+        warn!(namespace = %r.namespace, "injector: cannot record an Event: {e}");
     }
 }
 

@@ -639,6 +639,34 @@ async fn injects_through_the_controller_and_syncs_the_ca_bundle() {
             volumes.contains("identity.weft.dev"),
             "the projected token's audience"
         );
+
+        // A hostNetwork pod is allowed unchanged but annotated, and a Warning Event on its
+        // owner says why.
+        let host = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/inject/review-hostnetwork-pod.json"),
+        )
+        .unwrap();
+        let answer =
+            admission_review(controller.injector_addr.unwrap(), &f.anchor_pem, &host).await;
+        assert_eq!(answer["response"]["allowed"], true);
+        let events: Api<k8s_openapi::api::core::v1::Event> =
+            Api::namespaced(client.clone(), "apps");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let event = loop {
+            let list = events.list(&Default::default()).await.unwrap();
+            if let Some(e) = list.items.into_iter().next() {
+                break e;
+            }
+            assert!(std::time::Instant::now() < deadline, "no Event within 5 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(event.reason.as_deref(), Some("WeftInjectionSkipped"));
+        assert_eq!(event.type_.as_deref(), Some("Warning"));
+        assert_eq!(event.involved_object.kind.as_deref(), Some("DaemonSet"));
+        assert_eq!(event.involved_object.name.as_deref(), Some("node-exporter"));
+        let message = event.message.unwrap_or_default();
+        assert!(message.contains("hostNetwork"), "{message}");
         controller.shutdown().await;
     }
 }

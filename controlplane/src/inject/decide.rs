@@ -2,7 +2,9 @@
 //! annotations, its namespace and the [`InjectConfig`] to "leave it alone, because …" or
 //! "inject, with this JSON patch".
 //!
-//! Order of the checks: the system namespaces (kube-system, the control plane's own), a
+//! Order of the checks: the system namespaces (the control plane's own; kube-system, except
+//! for a pod whose own or template annotation asks for ingress mode — k3s runs its bundled
+//! Traefik there), a
 //! proxy already present, `weft.dev/inject` (pod, else template, else namespace),
 //! hostNetwork, then the `config.weft.dev/*` values — all before any patch is built, so a
 //! pod is injected completely or not at all.
@@ -53,7 +55,7 @@ impl fmt::Display for Source {
 /// Why a pod is left alone.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Skip {
-    #[error("pods in {0} are never injected")]
+    #[error("pods in {0} are never injected (except ingress controllers that ask for `weft.dev/inject: ingress` on the pod itself)")]
     SystemNamespace(String),
     #[error("pods in the control plane's namespace {0:?} are never injected")]
     ControlPlaneNamespace(String),
@@ -177,6 +179,20 @@ fn requested_mode(input: &PodInput) -> Result<Mode, Skip> {
     }
 }
 
+/// Whether the pod (or its template), not its namespace, asks for ingress mode: the one way
+/// into kube-system, for k3s' bundled Traefik (docs/ingress.md).
+fn asks_for_ingress_itself(input: &PodInput) -> bool {
+    let own = annotations_of(input.pod)
+        .get(ann::INJECT)
+        .cloned()
+        .or_else(|| {
+            input
+                .template_annotations
+                .and_then(|t| t.get(ann::INJECT).cloned())
+        });
+    own.as_deref().map(str::trim) == Some("ingress")
+}
+
 /// Decides for one pod. Never fails: everything that stops injection is a [`Skip`].
 pub fn decide(input: &PodInput, config: &InjectConfig) -> Decision {
     match plan_and_patch(input, config) {
@@ -189,7 +205,7 @@ fn plan_and_patch(
     input: &PodInput,
     config: &InjectConfig,
 ) -> Result<(Mode, Vec<JsonPatchOp>), Skip> {
-    if input.namespace == KUBE_SYSTEM {
+    if input.namespace == KUBE_SYSTEM && !asks_for_ingress_itself(input) {
         return Err(Skip::SystemNamespace(KUBE_SYSTEM.into()));
     }
     if input.namespace == config.control_plane_namespace {

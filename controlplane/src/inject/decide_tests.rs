@@ -182,7 +182,7 @@ fn never_injected_namespaces_and_pods() {
             pod(&enabled),
             "kube-system",
             Skip::SystemNamespace("kube-system".into()),
-            "pods in kube-system are never injected",
+            "pods in kube-system are never injected (except ingress controllers that ask for `weft.dev/inject: ingress` on the pod itself)",
         ),
         (
             pod(&enabled),
@@ -470,4 +470,34 @@ fn skipped_patch_records_the_reason() {
         json!([{"op": "add", "path": "/metadata/annotations/weft.dev~1inject-skipped",
                 "value": Skip::HostNetwork.to_string()}])
     );
+}
+
+#[test]
+fn kube_system_admits_only_an_ingress_controller_that_asks_itself() {
+    let cfg = config();
+    // k3s' bundled Traefik, annotated through a HelmChartConfig: injected in ingress mode.
+    let traefik = pod(&[("weft.dev/inject", "ingress")]);
+    assert!(matches!(
+        run_with(&traefik, "kube-system", &[], &cfg),
+        Decision::Inject {
+            mode: Mode::Ingress,
+            ..
+        }
+    ));
+    // Anything else in kube-system stays alone, even with the namespace annotated.
+    for (p, ns_ann) in [
+        (pod(&[("weft.dev/inject", "enabled")]), vec![]),
+        (pod(&[]), vec![("weft.dev/inject", "ingress")]),
+        (pod(&[]), vec![("weft.dev/inject", "enabled")]),
+    ] {
+        assert!(
+            matches!(
+                run_with(&p, "kube-system", &ns_ann, &cfg),
+                Decision::Leave {
+                    reason: Skip::SystemNamespace(_)
+                }
+            ),
+            "{p} {ns_ann:?}"
+        );
+    }
 }

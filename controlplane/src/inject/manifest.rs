@@ -192,6 +192,25 @@ fn inject(
     manual: bool,
     config: &InjectConfig,
 ) -> Result<String, ManifestError> {
+    // In kube-system only a template that already asks for ingress mode itself is meshed
+    // (k3s' Traefik): `weft inject` adding the annotation does not count.
+    if namespace == super::KUBE_SYSTEM {
+        let json = serde_json::to_value(&*template).unwrap_or_default();
+        if super::decide::annotations_of(&json)
+            .get(ann::INJECT)
+            .map(|v| v.trim())
+            != Some("ingress")
+        {
+            let reason = super::decide::Skip::SystemNamespace(super::KUBE_SYSTEM.into());
+            return Ok(format!("skipped: {reason}"));
+        }
+    }
+    // …and it stays in ingress mode.
+    let mode = if namespace == super::KUBE_SYSTEM {
+        Mode::Ingress
+    } else {
+        mode
+    };
     let mut candidate = template.clone();
     let Some(annotations) = annotations_mut(&mut candidate) else {
         return Ok("skipped: metadata is not a mapping".into());

@@ -5,6 +5,7 @@
 //!
 //! - Namespaces, Pods, Services, ServiceAccounts and Secrets (`/api/v1`) and
 //!   EndpointSlices (`/apis/discovery.k8s.io/v1`), cluster-wide and per namespace.
+//! - Events (`/api/v1`, namespaced), stored like any object.
 //! - MutatingWebhookConfigurations (`/apis/admissionregistration.k8s.io/v1`, cluster-wide).
 //! - `GET /version`: `1.31` unless [`FakeApi::set_version`] says otherwise.
 //! - HTTPRoutes (`/apis/gateway.networking.k8s.io/v1`), only after
@@ -21,8 +22,9 @@
 //!   `BOOKMARK` events every [`BOOKMARK_INTERVAL`] when `allowWatchBookmarks=true`; the
 //!   stream ends after `timeoutSeconds`. A watch from a version older than the last
 //!   [`FakeApi::expire`] gets a `410 Expired` ERROR event, which makes a client relist.
-//! - `POST` (create; `409` if it exists, `404` if its namespace does not; Services get a
-//!   ClusterIP from 198.19.0.0/16 unless they bring one or are headless), `PATCH` with a
+//! - `POST` (create, with `generateName` honoured; `409` if it exists, `404` if its
+//!   namespace does not; Services get a ClusterIP from 198.19.0.0/16 unless they bring
+//!   one or are headless), `PATCH` with a
 //!   JSON merge patch (also accepted for strategic merge patches), on the object or its
 //!   `/status`, and `DELETE` (a namespace takes its objects with it, at once).
 //! - Errors as `Status` objects with the usual `reason` and `code`.
@@ -72,6 +74,7 @@ pub enum Resource {
     Services,
     ServiceAccounts,
     Secrets,
+    Events,
     EndpointSlices,
     HttpRoutes,
     MutatingWebhookConfigurations,
@@ -85,6 +88,7 @@ impl Resource {
             "services" => Resource::Services,
             "serviceaccounts" => Resource::ServiceAccounts,
             "secrets" => Resource::Secrets,
+            "events" => Resource::Events,
             "endpointslices" => Resource::EndpointSlices,
             "httproutes" => Resource::HttpRoutes,
             "mutatingwebhookconfigurations" => Resource::MutatingWebhookConfigurations,
@@ -99,6 +103,7 @@ impl Resource {
             Resource::Services => "Service",
             Resource::ServiceAccounts => "ServiceAccount",
             Resource::Secrets => "Secret",
+            Resource::Events => "Event",
             Resource::EndpointSlices => "EndpointSlice",
             Resource::HttpRoutes => "HTTPRoute",
             Resource::MutatingWebhookConfigurations => "MutatingWebhookConfiguration",
@@ -288,6 +293,7 @@ impl FakeApi {
             Resource::Services => "/services",
             Resource::ServiceAccounts => "/serviceaccounts",
             Resource::Secrets => "/secrets",
+            Resource::Events => "/events",
             Resource::EndpointSlices => "/endpointslices",
             Resource::HttpRoutes => "/httproutes",
             Resource::MutatingWebhookConfigurations => "/mutatingwebhookconfigurations",
@@ -704,14 +710,26 @@ impl Store {
     }
 
     fn create(&mut self, resource: Resource, namespace: String, mut obj: Value) -> Response<Body> {
+        // `generateName`: the prefix plus the next resourceVersion, unique in this store.
+        let generated = obj
+            .pointer("/metadata/generateName")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+            .map(|prefix| format!("{prefix}{:05}", self.rv + 1));
         let Some(name) = obj
             .pointer("/metadata/name")
             .and_then(Value::as_str)
             .filter(|n| !n.is_empty())
             .map(str::to_string)
+            .or(generated)
         else {
-            return status(422, "Invalid", "metadata.name: Required value");
+            return status(
+                422,
+                "Invalid",
+                "metadata.name: Required value: name or generateName is required",
+            );
         };
+        obj["metadata"]["name"] = json!(name);
         if resource.namespaced()
             && !self
                 .objects
