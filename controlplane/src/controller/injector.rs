@@ -217,7 +217,7 @@ async fn detect_native_sidecars(kube: Option<&KubeClient>) -> bool {
 /// Namespace annotations straight from the API server: one GET per admission (pods are
 /// created seldom; the answer is never stale).
 #[cfg(feature = "kubernetes")]
-struct KubeNamespaces(kube::Client);
+pub(crate) struct KubeNamespaces(pub(crate) kube::Client);
 
 #[cfg(feature = "kubernetes")]
 impl NamespaceLookup for KubeNamespaces {

@@ -707,3 +707,119 @@ async fn http_get(addr: SocketAddr, path: &str) -> String {
 }
 
 const MAX_BODY: usize = crate::identity::server::MAX_BODY_BYTES;
+
+/// Against a real API server **on this host** (k3s): a MutatingWebhookConfiguration with
+/// `url: https://127.0.0.1:PORT/inject-pods` and a namespace selector on a fresh
+/// namespace; a pod created there comes back injected. Cleans up both.
+#[cfg(feature = "kubernetes")]
+#[tokio::test]
+#[ignore = "needs a real API server on this host: KUBECONFIG=… cargo test -p weft-controlplane -- --ignored real_injector"]
+async fn real_injector() {
+    use crate::inject::webhook::{serve, Webhook};
+    use crate::inject::InjectConfig;
+    use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+    use k8s_openapi::api::core::v1::{Namespace, Pod};
+    use kube::api::{Api, DeleteParams, PostParams};
+
+    let client = kube::Client::try_default()
+        .await
+        .expect("a client from KUBECONFIG (or ~/.kube/config)");
+    let version = client
+        .apiserver_version()
+        .await
+        .expect("the server's version");
+    let native = injector::has_native_sidecars(&version.major, &version.minor).unwrap_or(false);
+    let (ca, tls) = crate::inject::webhook::tests::certs_for(&["127.0.0.1"]);
+    let mut config = InjectConfig::new(
+        "weft",
+        "cluster.local",
+        "registry.invalid/weft-proxy:test",
+        "weft-test",
+    );
+    config.native_sidecars = native;
+    let webhook = Arc::new(Webhook::new(
+        config,
+        Arc::new(injector::KubeNamespaces(client.clone())),
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let shutdown = crate::shutdown::Shutdown::new();
+    let _server = serve(
+        webhook,
+        listener,
+        tls,
+        shutdown.signal(),
+        Duration::from_secs(1),
+    );
+
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let ns = format!("weft-test-inject-{nanos}");
+    let pp = PostParams::default();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(&pp, &serde_json::from_value(serde_json::json!({
+            "metadata": {"name": ns, "labels": {"weft-test": ns}, "annotations": {"weft.dev/inject": "enabled"}}
+        })).unwrap())
+        .await
+        .expect("create the namespace");
+    let mwcs: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    let pem = format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        crate::inject::webhook::base64(&ca)
+    );
+    mwcs.create(&pp, &serde_json::from_value(serde_json::json!({
+        "metadata": {"name": ns},
+        "webhooks": [{
+            "name": "inject.weft.dev",
+            "clientConfig": {"url": format!("https://127.0.0.1:{port}/inject-pods"), "caBundle": crate::inject::webhook::base64(pem.as_bytes())},
+            "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}],
+            "namespaceSelector": {"matchLabels": {"weft-test": ns}},
+            "admissionReviewVersions": ["v1"],
+            "sideEffects": "None",
+            "failurePolicy": "Fail",
+            "timeoutSeconds": 5
+        }]
+    })).unwrap())
+    .await
+    .expect("register the webhook");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let created = pods
+        .create(
+            &pp,
+            &serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "web-1"},
+                "spec": {
+                    "schedulerName": "weft-test-no-such-scheduler",
+                    "containers": [{"name": "web", "image": "registry.invalid/web:0"}]
+                }
+            }))
+            .unwrap(),
+        )
+        .await;
+    let _ = mwcs.delete(&ns, &DeleteParams::default()).await;
+    let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
+    shutdown.trigger();
+    let pod = created.expect("create the pod");
+    let spec = pod.spec.expect("a spec");
+    let inits: Vec<String> = spec
+        .init_containers
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    let containers: Vec<String> = spec.containers.into_iter().map(|c| c.name).collect();
+    if native {
+        assert_eq!(inits, ["weft-init", "weft-proxy"]);
+        assert_eq!(containers, ["web"]);
+    } else {
+        assert_eq!(inits, ["weft-init"]);
+        assert_eq!(containers, ["weft-proxy", "web"]);
+    }
+    let annotations = pod.metadata.annotations.unwrap_or_default();
+    assert_eq!(
+        annotations.get("weft.dev/injected-by").map(String::as_str),
+        Some("weft-test")
+    );
+}

@@ -35,6 +35,11 @@ fn namespaces() -> Arc<dyn NamespaceLookup> {
 
 /// A CA, and a serving certificate for `localhost` signed by it.
 fn certs() -> (CertificateDer<'static>, Arc<rustls::ServerConfig>) {
+    certs_for(&["localhost"])
+}
+
+/// A test CA and a server configuration for a leaf naming `names` (DNS names or IPs).
+pub(crate) fn certs_for(names: &[&str]) -> (CertificateDer<'static>, Arc<rustls::ServerConfig>) {
     let alg = &rcgen::PKCS_ECDSA_P256_SHA256;
     let ca_key = KeyPair::generate_for(alg).unwrap();
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -44,7 +49,7 @@ fn certs() -> (CertificateDer<'static>, Arc<rustls::ServerConfig>) {
     let ca_cert = ca.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca, ca_key);
     let leaf_key = KeyPair::generate_for(alg).unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_string()])
+    let leaf = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
         .unwrap()
         .signed_by(&leaf_key, &issuer)
         .unwrap();
