@@ -483,7 +483,7 @@ fn external_issuer_install() {
 }
 
 #[test]
-fn namespace_registry_and_version() {
+fn install_namespace_registry_and_version() {
     let (docs, _) = install(&[
         "--namespace",
         "mesh",
@@ -548,7 +548,7 @@ fn namespace_registry_and_version() {
 }
 
 #[test]
-fn set_overrides() {
+fn install_set_overrides() {
     let (docs, _) = install(&[
         "--set",
         "controller.replicas=2",
@@ -632,8 +632,9 @@ fn uninstall_lists_what_to_delete() {
         ]
     );
     assert!(
-        run.stderr
-            .contains("Meshed pods keep their proxies until they are restarted"),
+        run.stderr.contains(
+            "Meshed pods keep their proxies until they are restarted, but without the controller"
+        ),
         "{}",
         run.stderr
     );

@@ -59,7 +59,7 @@ pub const SET_KEYS: &[(&str, &str)] = &[
 pub enum OptionsError {
     #[error("--namespace {0:?} is not a valid namespace name (a DNS-1123 label: lowercase letters, digits and '-', at most 63 characters, starting and ending with a letter or digit)")]
     Namespace(String),
-    #[error("--namespace {0}: Weft needs a namespace of its own (`weft uninstall` deletes it, and the webhook never sees it); kube-*, default and other shared namespaces are refused")]
+    #[error("--namespace {0}: Weft needs a namespace of its own (`weft uninstall` deletes it, and the webhook never sees it); default and kube-* are refused")]
     SharedNamespace(String),
     #[error("--registry {0:?} is not an image registry such as ghcr.io/weft-mesh or registry.local:5000/weft")]
     Registry(String),

@@ -38,8 +38,8 @@ pub fn objects(namespace: &str) -> Vec<Value> {
 pub fn note(namespace: &str) -> String {
     format!(
         "weft uninstall: deleting Namespace {namespace} deletes everything in it, including the identity issuer Secret. \
-         Meshed pods keep their proxies until they are restarted (their proxies keep the certificates they hold until \
-         those expire, within 24 h); remove the weft.dev/inject annotations and restart them to take them out of the mesh"
+         Meshed pods keep their proxies until they are restarted, but without the controller those proxies cannot renew \
+         their certificates (24 h): remove the weft.dev/inject annotations and restart meshed workloads soon (docs/install.md)"
     )
 }
 
