@@ -134,10 +134,10 @@ const DEFAULT_OBJECTS: [&str; 11] = [
     "Role weft/weft-controller",
     "RoleBinding weft/weft-controller",
     "Secret weft/weft-identity-issuer",
-    "Deployment weft/weft-controller",
     "Service weft/weft-controller",
     "Service weft/weft-controller-admin",
     "MutatingWebhookConfiguration weft-proxy-injector",
+    "Deployment weft/weft-controller",
 ];
 
 #[test]
@@ -171,7 +171,6 @@ fn default_install_objects_rbac_and_controller() {
         role["rules"],
         json!([
             {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["weft-identity-issuer"], "verbs": ["get"]},
-            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]},
         ])
     );
     let subject =
@@ -417,7 +416,7 @@ fn default_install_webhook_and_certificates() {
 fn ha_install() {
     let (docs, _) = install(&["--ha"]);
     let mut want: Vec<String> = DEFAULT_OBJECTS.iter().map(|s| s.to_string()).collect();
-    want.insert(8, "PodDisruptionBudget weft/weft-controller".into());
+    want.push("PodDisruptionBudget weft/weft-controller".into());
     assert_eq!(ids(&docs), want);
     let d = find(&docs, "Deployment", "weft-controller");
     assert_eq!(d["spec"]["replicas"], 3);

@@ -112,17 +112,20 @@ pub fn render(o: &Options, issuer: Option<&Generated>) -> Vec<Value> {
     if let Some(g) = issuer {
         docs.push(identity::secret(ns, v, g));
     }
-    docs.push(workload::deployment(o));
-    if o.ha {
-        docs.push(workload::pod_disruption_budget(o));
-    }
     docs.push(workload::service(o));
     docs.push(workload::admin_service(o));
+    // The webhook before the controller: the controller writes the caBundle once, at
+    // start, if the configuration exists (controller/injector.rs), so with an external
+    // issuer it must exist by then. Meanwhile `failurePolicy: Ignore` lets pods through.
     docs.push(webhook::configuration(
         ns,
         v,
         issuer.map(|g| g.anchor_pem.as_str()),
     ));
+    docs.push(workload::deployment(o));
+    if o.ha {
+        docs.push(workload::pod_disruption_budget(o));
+    }
     docs
 }
 
@@ -266,15 +269,18 @@ mod tests {
                 "Role/weft-controller",
                 "RoleBinding/weft-controller",
                 "Secret/weft-identity-issuer",
-                "Deployment/weft-controller",
                 "Service/weft-controller",
                 "Service/weft-controller-admin",
                 "MutatingWebhookConfiguration/weft-proxy-injector",
+                "Deployment/weft-controller",
             ]
         );
         let docs = render(&opts(&["--ha", "--identity-external-issuer"]), None);
         let k = kinds(&docs);
-        assert!(k.contains(&"PodDisruptionBudget/weft-controller".to_string()));
+        assert_eq!(
+            k.last().map(String::as_str),
+            Some("PodDisruptionBudget/weft-controller")
+        );
         assert!(!k.iter().any(|k| k.starts_with("Secret/")));
     }
 

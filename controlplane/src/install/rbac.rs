@@ -53,11 +53,13 @@ pub fn cluster_rules() -> Vec<Value> {
         ),
         // Identity: every proxy's token is checked with a TokenReview (docs/identity.md).
         rule(&["authentication.k8s.io"], &["tokenreviews"], &["create"]),
-        // The injector reports refusals (hostNetwork, bad annotations) as Events. Core v1
-        // and events.k8s.io/v1 are two views of the same objects; kube-rs's recorder uses
-        // the latter, kubectl-style clients the former.
+        // The injector is to report refusals (hostNetwork, bad annotations) as Events too
+        // (issue 8; today an annotation and an admission warning say it). Core v1 and
+        // events.k8s.io/v1 are two views of the same objects; kube-rs's recorder uses the
+        // latter, kubectl-style clients the former.
         rule(&["", "events.k8s.io"], &["events"], &["create", "patch"]),
-        // The injector keeps its own webhook's caBundle in sync: only that one object.
+        // The injector keeps its own webhook's caBundle equal to the trust anchors, at
+        // start (controller/injector.rs `sync_ca_bundle`): only that one object.
         named_rule(
             &["admissionregistration.k8s.io"],
             &["mutatingwebhookconfigurations"],
@@ -71,14 +73,9 @@ pub fn cluster_rules() -> Vec<Value> {
 pub fn namespace_rules() -> Vec<Value> {
     vec![
         // Identity: the issuer, read once at start (--identity-secret); nothing else.
+        // No Lease: with several replicas each writes the same caBundle (they read the
+        // same issuer), so no writer is elected (controller/injector.rs).
         named_rule(&[""], &["secrets"], &[ISSUER_SECRET], &["get"]),
-        // HA: one replica at a time does the once-only work (patching the caBundle).
-        // `create` cannot be limited to a name; it is limited to this namespace.
-        rule(
-            &["coordination.k8s.io"],
-            &["leases"],
-            &["get", "create", "update"],
-        ),
     ]
 }
 
@@ -208,12 +205,7 @@ mod tests {
     fn install_role_grants_exactly_this() {
         assert_eq!(
             grants(&namespace_rules()),
-            [
-                "/secrets/weft-identity-issuer:get",
-                "coordination.k8s.io/leases/*:create",
-                "coordination.k8s.io/leases/*:get",
-                "coordination.k8s.io/leases/*:update",
-            ]
+            ["/secrets/weft-identity-issuer:get"]
         );
         let no_wildcards = cluster_rules()
             .iter()

@@ -228,6 +228,38 @@ mod tests {
         Options::from_args(&InstallArgs::from_args(&["install"], flags).unwrap()).unwrap()
     }
 
+    /// The arguments are ones `weft controller` of this build accepts, meaning what we mean:
+    /// a renamed or removed controller flag fails here, not in a CrashLoopBackOff.
+    #[test]
+    fn install_controller_args_parse_as_weft_controller() {
+        use argh::FromArgs;
+        let o = opts(&[
+            "--namespace",
+            "mesh",
+            "--set",
+            "proxy.image=example.com/p:1",
+            "--set",
+            "controller.logLevel=warn,weft=debug",
+        ]);
+        let args = controller_args(&o);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let cli = crate::cli::Cli::from_args(&["weft"], &args)
+            .unwrap_or_else(|e| panic!("weft controller refuses {args:?}: {}", e.output));
+        let crate::cli::Command::Controller(c) = cli.command else {
+            panic!("not the controller subcommand")
+        };
+        assert_eq!(c.identity_secret.as_deref(), Some("weft-identity-issuer"));
+        assert!(c.identity_dir.is_none() && c.config.is_none());
+        assert!(matches!(c.discovery, crate::discovery::Backend::Kubernetes));
+        assert_eq!(c.control_plane_namespace, "mesh");
+        assert_eq!(c.admin_addr, Some(([0, 0, 0, 0], ADMIN_PORT).into()));
+        assert_eq!(c.injector_addr, Some(([0, 0, 0, 0], INJECTOR_PORT).into()));
+        assert_eq!(c.proxy_api_addr.port(), DEFAULT_PROXY_API_PORT);
+        assert_eq!(c.proxy_image.as_deref(), Some("example.com/p:1"));
+        assert_eq!(c.webhook_config, super::super::WEBHOOK_CONFIG);
+        assert_eq!(c.log_level, "warn,weft=debug");
+    }
+
     #[test]
     fn install_controller_args_exactly() {
         let v = env!("CARGO_PKG_VERSION");
