@@ -23,8 +23,10 @@ pub enum Command {
     Demo(DemoArgs),
     Identity(IdentityArgs),
     Inject(InjectArgs),
+    Install(InstallArgs),
     LabApp(LabAppArgs),
     Uninject(UninjectArgs),
+    Uninstall(UninstallArgs),
     Version(VersionArgs),
 }
 
@@ -162,6 +164,45 @@ pub struct UninjectArgs {
     /// the manifest to read, or - for stdin
     #[argh(positional)]
     pub file: PathBuf,
+}
+
+/// Print the manifests that install Weft's control plane, in apply order, as one YAML
+/// stream: `weft install | kubectl apply -f -` (docs/install.md). A new trust anchor and
+/// issuer are generated each time unless --identity-external-issuer.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "install")]
+pub struct InstallArgs {
+    /// the control plane's namespace, created by the output (default weft)
+    #[argh(option, default = "DEFAULT_CONTROL_PLANE_NAMESPACE.to_string()")]
+    pub namespace: String,
+    /// high availability: 3 controller replicas spread over nodes, and a
+    /// PodDisruptionBudget keeping at least one
+    #[argh(switch)]
+    pub ha: bool,
+    /// do not generate the issuer: the Secret weft-identity-issuer (ca.crt, tls.crt,
+    /// tls.key) is provided by cert-manager or by you (docs/identity.md)
+    #[argh(switch)]
+    pub identity_external_issuer: bool,
+    /// where the images come from (default ghcr.io/weft-mesh): <registry>/weft:<version>
+    /// and <registry>/weft-proxy:<version>
+    #[argh(option)]
+    pub registry: Option<String>,
+    /// the image tag (default: this weft's version)
+    #[argh(option)]
+    pub version: Option<String>,
+    /// override one setting, key=value; repeatable (docs/install.md lists the keys)
+    #[argh(option)]
+    pub set: Vec<String>,
+}
+
+/// Print the objects `weft install` created that must be deleted to remove Weft:
+/// `weft uninstall | kubectl delete -f -` (docs/install.md).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "uninstall")]
+pub struct UninstallArgs {
+    /// the control plane's namespace (default weft)
+    #[argh(option, default = "DEFAULT_CONTROL_PLANE_NAMESPACE.to_string()")]
+    pub namespace: String,
 }
 
 /// Manage the mesh's identity certificates.

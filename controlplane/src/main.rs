@@ -9,6 +9,7 @@ mod discovery;
 mod duration;
 mod identity;
 mod inject;
+mod install;
 mod lab;
 mod shutdown;
 mod tls;
@@ -26,6 +27,8 @@ fn main() -> ExitCode {
             cli::IdentityCommand::Generate(args) => identity::generate::main(args),
         },
         cli::Command::Inject(args) => inject::manifest::main_inject(args),
+        cli::Command::Install(args) => install::main_install(args),
+        cli::Command::Uninstall(args) => install::main_uninstall(args),
         cli::Command::Uninject(args) => {
             inject::manifest::main(&args.file, inject::manifest::Action::Uninject, "uninject")
         }
