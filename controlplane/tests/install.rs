@@ -319,7 +319,19 @@ fn default_install_webhook_and_certificates() {
     let (docs, _) = install(&[]);
     let mwc = find(&docs, "MutatingWebhookConfiguration", "weft-proxy-injector");
     let hooks = mwc["webhooks"].as_array().expect("webhooks");
-    assert_eq!(hooks.len(), 1);
+    assert_eq!(hooks.len(), 2);
+    // The second: kube-system pods labelled for ingress mode only (k3s' Traefik).
+    let k = &hooks[1];
+    assert_eq!(k["name"], "ingress.inject.weft.dev");
+    assert_eq!(
+        k["namespaceSelector"],
+        json!({"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["kube-system"]}]})
+    );
+    assert_eq!(
+        k["objectSelector"],
+        json!({"matchLabels": {"weft.dev/inject": "ingress"}})
+    );
+    assert_eq!(k["clientConfig"], hooks[0]["clientConfig"]);
     let h = &hooks[0];
     assert_eq!(h["name"], "inject.weft.dev");
     assert_eq!(

@@ -2,8 +2,9 @@
 //! of [`crate::inject::webhook`] served over HTTPS with the controller's own serving
 //! certificate, which also names the Service (`weft-controller.<ns>.svc`) the API server
 //! calls. That certificate chains to the trust anchors, so the webhook's `caBundle` is just
-//! the anchors: at start the controller writes them into the MutatingWebhookConfiguration
-//! (`--webhook-config`, default `weft-proxy-injector`) if they differ. Every replica writes
+//! the anchors: at start, and every minute after, the controller writes them into the
+//! MutatingWebhookConfiguration (`--webhook-config`, default `weft-proxy-injector`) if they
+//! differ. Every replica writes
 //! the same bytes (they all read the same issuer), so no Lease is needed to elect a writer.
 //!
 //! Native sidecars (`--native-sidecars auto`) are used when the API server is 1.29 or
@@ -27,6 +28,8 @@ use tracing::{info, warn};
 
 /// The MutatingWebhookConfiguration `weft install` creates.
 pub const DEFAULT_WEBHOOK_CONFIG: &str = "weft-proxy-injector";
+/// How often the `caBundle` is checked again after start.
+pub const CA_BUNDLE_RESYNC: Duration = Duration::from_secs(60);
 /// The first Kubernetes minor version with native sidecars on by default.
 pub const NATIVE_SIDECARS_SINCE: u32 = 29;
 
@@ -171,6 +174,23 @@ pub async fn start(
     #[cfg(feature = "kubernetes")]
     if let Some(client) = kube {
         sync_ca_bundle(client, &settings.webhook_config, ca.anchors_pem()).await;
+        // And again every minute: the configuration may be created (or overwritten by a
+        // re-applied `weft install`) after the controller started.
+        let (client, name, pem) = (
+            client.clone(),
+            settings.webhook_config.clone(),
+            ca.anchors_pem().to_string(),
+        );
+        let mut stop = shutdown.signal();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.wait() => return,
+                    _ = tokio::time::sleep(CA_BUNDLE_RESYNC) => {}
+                }
+                sync_ca_bundle(&client, &name, &pem).await;
+            }
+        });
     }
     let task = webhook::serve(webhook, listener, Arc::new(tls), shutdown.signal(), grace);
     info!(
@@ -294,7 +314,7 @@ async fn sync_ca_bundle(client: &kube::Client, name: &str, anchors_pem: &str) {
         .iter()
         .all(|w| w.client_config.ca_bundle.as_ref() == Some(&bundle))
     {
-        info!("injector: {name} caBundle already current");
+        tracing::debug!("injector: {name} caBundle already current");
         return;
     }
     for w in &mut webhooks {

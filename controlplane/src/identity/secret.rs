@@ -1,7 +1,7 @@
 //! The issuer from a Kubernetes Secret (`weft controller --identity-secret NAME`), read from
 //! the control-plane namespace at start: the same three items as a directory — `ca.crt`,
-//! plus `issuer.crt`/`issuer.key` (what `weft install` writes) or `tls.crt`/`tls.key` (a
-//! `kubernetes.io/tls` Secret as cert-manager keeps it).
+//! plus `issuer.crt`/`issuer.key` (`weft identity generate`'s names) or `tls.crt`/`tls.key`
+//! (a `kubernetes.io/tls` Secret, as `weft install` and cert-manager write it).
 //!
 //! Errors name the Secret and the key, e.g. `trust anchors file Secret
 //! weft/weft-identity-issuer key ca.crt is not PEM: …`. The Secret is read once, at start:

@@ -9,6 +9,9 @@
 //!   creation by at most 5 s, not the 10 s default;
 //! - `sideEffects: None`, `reinvocationPolicy: Never`: the injector only computes a patch,
 //!   and it skips pods that already have the proxy;
+//! - a second webhook, `ingress.inject.weft.dev`, for kube-system only and only for pods
+//!   labelled `weft.dev/inject: ingress`: k3s' bundled Traefik (docs/ingress.md), and
+//!   nothing else of the cluster's own plumbing, ever reaches the injector;
 //! - `caBundle`: the trust anchor. The controller's webhook certificate is issued by the
 //!   identity issuer, which the anchor signs, so the API server verifies it with the
 //!   anchor. With an external issuer the anchor is not known here; the controller fills the
@@ -21,6 +24,10 @@ use serde_json::{json, Value};
 
 /// The webhook's name inside the configuration (a qualified name, as the API requires).
 pub const WEBHOOK_NAME: &str = "inject.weft.dev";
+/// The kube-system webhook, for an ingress controller there that asks for the mesh.
+pub const INGRESS_WEBHOOK_NAME: &str = "ingress.inject.weft.dev";
+/// The label (and annotation) value an ingress controller in kube-system carries.
+pub const INGRESS_LABEL: (&str, &str) = ("weft.dev/inject", "ingress");
 /// How long the API server waits for the injector.
 pub const TIMEOUT_SECONDS: u32 = 5;
 
@@ -37,15 +44,49 @@ pub fn configuration(namespace: &str, version: &str, ca_pem: Option<&str>) -> Va
     if let Some(pem) = ca_pem {
         client_config["caBundle"] = json!(base64(pem.as_bytes()));
     }
+    let everywhere_else = entry(
+        WEBHOOK_NAME,
+        &client_config,
+        json!({
+            "matchExpressions": [{
+                "key": "kubernetes.io/metadata.name",
+                "operator": "NotIn",
+                "values": [KUBE_SYSTEM, namespace],
+            }],
+        }),
+        json!({
+            "matchExpressions": [{
+                "key": CONTROL_PLANE_NS_LABEL,
+                "operator": "DoesNotExist",
+            }],
+        }),
+    );
+    let kube_system_ingress = entry(
+        INGRESS_WEBHOOK_NAME,
+        &client_config,
+        json!({
+            "matchExpressions": [{
+                "key": "kubernetes.io/metadata.name",
+                "operator": "In",
+                "values": [KUBE_SYSTEM],
+            }],
+        }),
+        json!({"matchLabels": {INGRESS_LABEL.0: INGRESS_LABEL.1}}),
+    );
     object(
         "admissionregistration.k8s.io/v1",
         "MutatingWebhookConfiguration",
         WEBHOOK_CONFIG,
         None,
         labels("injector", version),
-        json!({
-            "webhooks": [{
-                "name": WEBHOOK_NAME,
+        json!({"webhooks": [everywhere_else, kube_system_ingress]}),
+    )
+}
+
+/// One webhook of the configuration: pods, CREATE, these selectors.
+fn entry(name: &str, client_config: &Value, namespaces: Value, objects: Value) -> Value {
+    json!({
+                "name": name,
                 "clientConfig": client_config,
                 "rules": [{
                     "apiGroups": [""],
@@ -60,22 +101,9 @@ pub fn configuration(namespace: &str, version: &str, ca_pem: Option<&str>) -> Va
                 "matchPolicy": "Equivalent",
                 "timeoutSeconds": TIMEOUT_SECONDS,
                 "reinvocationPolicy": "Never",
-                "namespaceSelector": {
-                    "matchExpressions": [{
-                        "key": "kubernetes.io/metadata.name",
-                        "operator": "NotIn",
-                        "values": [KUBE_SYSTEM, namespace],
-                    }],
-                },
-                "objectSelector": {
-                    "matchExpressions": [{
-                        "key": CONTROL_PLANE_NS_LABEL,
-                        "operator": "DoesNotExist",
-                    }],
-                },
-            }],
-        }),
-    )
+                "namespaceSelector": namespaces,
+                "objectSelector": objects,
+    })
 }
 
 #[cfg(test)]
@@ -96,7 +124,22 @@ mod tests {
             h["namespaceSelector"]["matchExpressions"][0]["values"],
             json!(["kube-system", "mesh"])
         );
+        // kube-system: only pods labelled for ingress mode.
+        let k = &w["webhooks"][1];
+        assert_eq!(k["name"], "ingress.inject.weft.dev");
+        assert_eq!(k["clientConfig"], h["clientConfig"]);
+        assert_eq!(
+            k["namespaceSelector"],
+            json!({"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["kube-system"]}]})
+        );
+        assert_eq!(
+            k["objectSelector"],
+            json!({"matchLabels": {"weft.dev/inject": "ingress"}})
+        );
+        assert_eq!(k["failurePolicy"], "Ignore");
+        assert_eq!(w["webhooks"].as_array().map(Vec::len), Some(2));
         let w = configuration("mesh", "0.1.0", None);
         assert!(w["webhooks"][0]["clientConfig"].get("caBundle").is_none());
+        assert!(w["webhooks"][1]["clientConfig"].get("caBundle").is_none());
     }
 }
