@@ -359,6 +359,25 @@ async fn a_proxy_follows_a_service_through_file_edits() {
         )
     );
 
+    // The same service by name (an authority): the same snapshot, and it follows edits.
+    let rsp = get(&mut send, "authority=web.apps.svc.cluster.local:80").await;
+    assert_eq!(rsp.status(), 200);
+    let mut by_name = Lines::new(rsp.into_body());
+    assert_eq!(by_name.next(Duration::from_secs(2)).await.unwrap(), first);
+    // A name that is no Service, or a port it does not have: unknown, stream open.
+    let mut unknown_names = Vec::new();
+    for query in ["authority=nope.apps:80", "authority=web.apps:81"] {
+        let rsp = get(&mut send, query).await;
+        assert_eq!(rsp.status(), 200, "{query}");
+        let mut lines = Lines::new(rsp.into_body());
+        assert_eq!(
+            lines.next(Duration::from_secs(2)).await.unwrap(),
+            r#"{"type":"snapshot","kind":"unknown","endpoints":[],"route":{}}"#,
+            "{query}"
+        );
+        unknown_names.push(lines);
+    }
+
     // An unknown address: a snapshot saying so, and the stream stays open.
     let rsp = get(&mut send, "addr=198.18.100.1:443").await;
     assert_eq!(rsp.status(), 200);
@@ -387,7 +406,7 @@ async fn a_proxy_follows_a_service_through_file_edits() {
         ),
         (
             "adr=198.19.0.10:80",
-            "missing the addr parameter: ask GET /weft.destination.v1/get?addr=IP:PORT",
+            "missing the addr parameter: ask GET /weft.destination.v1/get?addr=IP:PORT (or ?authority=NAME.NAMESPACE.svc.cluster.local:PORT)",
         ),
     ] {
         let rsp = get(&mut send, query).await;
@@ -411,6 +430,7 @@ async fn a_proxy_follows_a_service_through_file_edits() {
         format!(r#"{{"type":"add","endpoints":[{}]}}"#, endpoint_json(3))
     );
     assert!(elapsed < Duration::from_secs(1), "{elapsed:?}");
+    assert_eq!(by_name.next(Duration::from_secs(1)).await.unwrap(), next);
     // The others were not concerned.
     unknown.quiet_for(Duration::from_millis(300)).await;
     pod.quiet_for(Duration::from_millis(10)).await;
@@ -461,13 +481,14 @@ async fn a_proxy_follows_a_service_through_file_edits() {
 
     let metrics = http_get(controller.admin, "/metrics").await;
     for line in [
-        "destination_streams_active 3",
-        "destination_streams_total 3",
-        "destination_watched_addresses 3",
+        // web by address and by name, two unknown names, an unknown address, a pod.
+        "destination_streams_active 6",
+        "destination_streams_total 6",
+        "destination_watched_addresses 6",
         "destination_bad_requests_total 2",
-        "destination_updates_total{type=\"snapshot\"} 3",
-        "destination_updates_total{type=\"add\"} 3",
-        "destination_updates_total{type=\"remove\"} 1",
+        "destination_updates_total{type=\"snapshot\"} 6",
+        "destination_updates_total{type=\"add\"} 5",
+        "destination_updates_total{type=\"remove\"} 2",
         "discovery_config_reloads_total{result=\"ok\"} 3",
         "discovery_config_reloads_total{result=\"error\"} 1",
         "discovery_workloads 2",
@@ -479,9 +500,24 @@ async fn a_proxy_follows_a_service_through_file_edits() {
         );
     }
 
+    // The name stream saw exactly what the address stream saw, in the same order.
+    let [mut nope, mut web81] = <[Lines; 2]>::try_from(unknown_names).ok().unwrap();
+    assert_eq!(
+        by_name.next(Duration::from_secs(1)).await.unwrap(),
+        r#"{"type":"remove","addrs":["198.18.0.3:8080"]}"#
+    );
+    assert!(by_name
+        .next(Duration::from_secs(1))
+        .await
+        .unwrap()
+        .starts_with(r#"{"type":"add","endpoints":[{"addr":"198.18.0.2:8080""#));
+
     // SIGTERM: every stream ends cleanly, and the controller exits 0.
     controller.terminate();
     for (name, lines) in [
+        ("by name", &mut by_name),
+        ("nope.apps:80", &mut nope),
+        ("web.apps:81", &mut web81),
         ("web", &mut web),
         ("unknown", &mut unknown),
         ("pod", &mut pod),
@@ -495,7 +531,7 @@ async fn a_proxy_follows_a_service_through_file_edits() {
     let status = controller.wait().await;
     let stderr = controller.stderr();
     assert!(status.success(), "exit {status}\n{stderr}");
-    assert!(stderr.contains("destination_streams_total=3"), "{stderr}");
+    assert!(stderr.contains("destination_streams_total=6"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

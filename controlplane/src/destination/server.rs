@@ -1,4 +1,5 @@
-//! `GET /weft.destination.v1/get?addr=IP:PORT`: one destination stream.
+//! `GET /weft.destination.v1/get?addr=IP:PORT` (or `?authority=NAME.NAMESPACE[.svc…]:PORT`,
+//! a Service by name): one destination stream.
 //!
 //! The request is checked first ([`parse_query`]); anything malformed is answered at once
 //! with `400 {"error": "…"}`, never with a stream that hangs. A good request subscribes to
@@ -14,7 +15,8 @@
 //! body then ends cleanly and HTTP/2's graceful shutdown can finish.
 
 use super::metrics::{DestinationMetrics, StreamGuard};
-use crate::discovery::index::SharedIndex;
+use crate::discovery::index::{SharedIndex, Target};
+use crate::discovery::model::ObjectKey;
 use crate::shutdown::ShutdownSignal;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Response, StatusCode, Uri};
@@ -43,30 +45,80 @@ pub type ApiBody = BoxBody<Bytes, Infallible>;
 pub enum RequestError {
     #[error("{DESTINATION_PATH} takes GET")]
     Method,
-    #[error("missing the addr parameter: ask GET {DESTINATION_PATH}?addr=IP:PORT")]
+    #[error("missing the addr parameter: ask GET {DESTINATION_PATH}?addr=IP:PORT (or ?authority=NAME.NAMESPACE.svc.cluster.local:PORT)")]
     MissingAddr,
     #[error("the addr parameter is given more than once")]
     RepeatedAddr,
+    #[error("give addr or authority, not both")]
+    AddrAndAuthority,
+    #[error("authority {0:?} is not NAME.NAMESPACE[.svc[.CLUSTER-DOMAIN]]:PORT with DNS-1123 labels (such as web.apps.svc.cluster.local:80)")]
+    BadAuthority(String),
     #[error("addr {0:?} is not an IP:PORT address (such as 10.43.0.10:80 or [fd00::a]:80)")]
     BadAddr(String),
     #[error("addr {0}: port 0 is not a destination")]
     PortZero(SocketAddr),
 }
 
-/// The destination address a query asks about. Other parameters are ignored, so that
+/// What a query asks about: `addr` or `authority`. Other parameters are ignored, so that
 /// newer proxies can add some.
-pub fn parse_query(query: Option<&str>) -> Result<SocketAddr, RequestError> {
+pub fn parse_query(query: Option<&str>) -> Result<Target, RequestError> {
     let mut found: Option<&str> = None;
+    let mut authority: Option<&str> = None;
     for pair in query.unwrap_or("").split('&') {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if key == "addr" {
-            if found.is_some() {
-                return Err(RequestError::RepeatedAddr);
-            }
-            found = Some(value);
+        let slot = match key {
+            "addr" => &mut found,
+            "authority" => &mut authority,
+            _ => continue,
+        };
+        if slot.is_some() {
+            return Err(RequestError::RepeatedAddr);
         }
+        *slot = Some(value);
     }
-    let raw = found.ok_or(RequestError::MissingAddr)?;
+    match (found, authority) {
+        (Some(_), Some(_)) => Err(RequestError::AddrAndAuthority),
+        (None, Some(raw)) => parse_authority(raw),
+        (Some(raw), None) => parse_addr(raw).map(Target::Addr),
+        (None, None) => Err(RequestError::MissingAddr),
+    }
+}
+
+/// `web.apps:80`, `web.apps.svc:80`, `web.apps.svc.cluster.local:80` → Service `apps/web`,
+/// port 80.
+fn parse_authority(raw: &str) -> Result<Target, RequestError> {
+    let bad = || RequestError::BadAuthority(raw.to_string());
+    let decoded = percent_decode(raw).ok_or_else(bad)?;
+    let (host, port) = decoded.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().ok().filter(|p| *p != 0).ok_or_else(bad)?;
+    let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+    let mut labels = host.split('.');
+    let (Some(name), Some(namespace)) = (labels.next(), labels.next()) else {
+        return Err(bad());
+    };
+    let rest: Vec<&str> = labels.collect();
+    let dns_label = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 63
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !s.starts_with('-')
+            && !s.ends_with('-')
+    };
+    if !dns_label(name)
+        || !dns_label(namespace)
+        || !(rest.is_empty() || rest[0] == "svc")
+        || !rest.iter().all(|l| dns_label(l))
+    {
+        return Err(bad());
+    }
+    Ok(Target::Authority {
+        service: ObjectKey::new(namespace, name),
+        port,
+    })
+}
+
+fn parse_addr(raw: &str) -> Result<SocketAddr, RequestError> {
     let decoded = percent_decode(raw).ok_or_else(|| RequestError::BadAddr(raw.to_string()))?;
     let addr: SocketAddr = decoded
         .parse()
@@ -107,13 +159,13 @@ pub struct DestinationService {
 impl DestinationService {
     /// One request on [`DESTINATION_PATH`].
     pub fn handle(&self, method: &Method, uri: &Uri, peer: SocketAddr) -> Response<ApiBody> {
-        let addr = if method == Method::GET {
+        let target = if method == Method::GET {
             parse_query(uri.query())
         } else {
             Err(RequestError::Method)
         };
-        match addr {
-            Ok(addr) => self.open_stream(addr, peer),
+        match target {
+            Ok(target) => self.open_stream(target, peer),
             Err(e) => {
                 self.metrics.bad_request();
                 debug!(%peer, query = ?uri.query(), "refused destination request: {e}");
@@ -132,14 +184,14 @@ impl DestinationService {
         }
     }
 
-    fn open_stream(&self, addr: SocketAddr, peer: SocketAddr) -> Response<ApiBody> {
-        let rx = self.index.lock().subscribe(addr);
+    fn open_stream(&self, target: Target, peer: SocketAddr) -> Response<ApiBody> {
+        let rx = self.index.lock().subscribe_target(target.clone());
         let (tx, lines) = mpsc::channel(STREAM_BUFFER);
         let guard = self.metrics.stream_opened();
-        debug!(%peer, %addr, "destination stream opened");
+        debug!(%peer, %target, "destination stream opened");
         tokio::spawn(stream_updates(
             Stream {
-                addr,
+                target,
                 peer,
                 index: self.index.clone(),
                 metrics: self.metrics.clone(),
@@ -160,7 +212,7 @@ impl DestinationService {
 
 /// What a stream task holds besides its channels.
 struct Stream {
-    addr: SocketAddr,
+    target: Target,
     peer: SocketAddr,
     index: SharedIndex,
     metrics: Arc<DestinationMetrics>,
@@ -200,7 +252,7 @@ async fn stream_updates(
     stream.index.lock().forget_unwatched();
     debug!(
         peer = %stream.peer,
-        addr = %stream.addr,
+        target = %stream.target,
         "destination stream ended: {}",
         ended.unwrap_or("")
     );
@@ -216,7 +268,7 @@ async fn send(
     let mut line = match serde_json::to_vec(update) {
         Ok(line) => line,
         Err(e) => {
-            warn!(addr = %stream.addr, "cannot encode a destination update: {e}");
+            warn!(target = %stream.target, "cannot encode a destination update: {e}");
             return Some("an update could not be encoded");
         }
     };
@@ -317,8 +369,49 @@ mod tests {
         ];
         for (query, want) in cases {
             let got = parse_query(*query);
-            let want = want.clone().map(|a| a.parse::<SocketAddr>().unwrap());
+            let want = want
+                .clone()
+                .map(|a| Target::Addr(a.parse::<SocketAddr>().unwrap()));
             assert_eq!(got, want, "{query:?}");
+        }
+        // Authorities: a Service by name.
+        let web80 = |ns: &str| {
+            Ok(Target::Authority {
+                service: ObjectKey::new(ns, "web"),
+                port: 80,
+            })
+        };
+        let bad = |a: &str| Err(RequestError::BadAuthority(a.into()));
+        let cases: Vec<(&str, Result<Target, RequestError>)> = vec![
+            ("authority=web.apps:80", web80("apps")),
+            ("authority=web.apps.svc:80", web80("apps")),
+            ("authority=web.apps.svc.cluster.local:80", web80("apps")),
+            ("authority=web.apps.svc.cluster.local.:80", web80("apps")),
+            ("authority=Web.Apps.svc.edge.lan:80", web80("apps")),
+            ("authority=web.apps.svc.cluster.local%3A80", web80("apps")),
+            ("authority=web:80", bad("web:80")),
+            ("authority=web.apps", bad("web.apps")),
+            ("authority=web.apps:0", bad("web.apps:0")),
+            ("authority=web.apps:99999", bad("web.apps:99999")),
+            (
+                "authority=web.apps.cluster.local:80",
+                bad("web.apps.cluster.local:80"),
+            ),
+            ("authority=web_1.apps:80", bad("web_1.apps:80")),
+            ("authority=-web.apps:80", bad("-web.apps:80")),
+            ("authority=web..apps:80", bad("web..apps:80")),
+            ("authority=%zz", bad("%zz")),
+            (
+                "authority=web.apps:80&addr=10.0.0.1:80",
+                Err(RequestError::AddrAndAuthority),
+            ),
+            (
+                "authority=web.apps:80&authority=db.apps:80",
+                Err(RequestError::RepeatedAddr),
+            ),
+        ];
+        for (query, want) in cases {
+            assert_eq!(parse_query(Some(query)), want, "{query}");
         }
         assert_eq!(
             RequestError::BadAddr("nonsense".into()).to_string(),
@@ -412,7 +505,7 @@ mod tests {
         let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let cases = [
             (Method::GET, "/weft.destination.v1/get?addr=nonsense", 400, "addr \"nonsense\" is not an IP:PORT address (such as 10.43.0.10:80 or [fd00::a]:80)"),
-            (Method::GET, "/weft.destination.v1/get", 400, "missing the addr parameter: ask GET /weft.destination.v1/get?addr=IP:PORT"),
+            (Method::GET, "/weft.destination.v1/get", 400, "missing the addr parameter: ask GET /weft.destination.v1/get?addr=IP:PORT (or ?authority=NAME.NAMESPACE.svc.cluster.local:PORT)"),
             (Method::POST, "/weft.destination.v1/get?addr=10.0.0.1:80", 405, "/weft.destination.v1/get takes GET"),
         ];
         for (method, uri, status, error) in cases {

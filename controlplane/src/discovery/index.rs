@@ -51,8 +51,27 @@ pub struct Index {
     by_vip: HashMap<SocketAddr, ObjectKey>,
     /// Workload address → the workload (the first by key on a clash).
     by_ip: HashMap<IpAddr, ObjectKey>,
-    /// One channel per watched address, shared by all its subscribers.
-    subscribers: HashMap<SocketAddr, watch::Sender<Snapshot>>,
+    /// One channel per watched address or authority, shared by all its subscribers.
+    subscribers: HashMap<Target, watch::Sender<Snapshot>>,
+}
+
+/// What a proxy subscribes to: an address, or a Service by name and port (an authority,
+/// `web.apps.svc.cluster.local:80`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Target {
+    Addr(SocketAddr),
+    Authority { service: ObjectKey, port: u16 },
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Addr(a) => write!(f, "{a}"),
+            Target::Authority { service, port } => {
+                write!(f, "{}.{}.svc:{port}", service.name, service.namespace)
+            }
+        }
+    }
 }
 
 /// The snapshot of an address nobody knows.
@@ -131,13 +150,45 @@ impl Index {
     /// A receiver holding `addr`'s current snapshot (already marked seen) that changes
     /// whenever the snapshot does.
     pub fn subscribe(&mut self, addr: SocketAddr) -> watch::Receiver<Snapshot> {
-        let addr = canonical(addr);
-        if let Some(tx) = self.subscribers.get(&addr) {
+        self.subscribe_target(Target::Addr(addr))
+    }
+
+    /// Subscribes to an address or an authority.
+    pub fn subscribe_target(&mut self, target: Target) -> watch::Receiver<Snapshot> {
+        let target = match target {
+            Target::Addr(a) => Target::Addr(canonical(a)),
+            t => t,
+        };
+        if let Some(tx) = self.subscribers.get(&target) {
             return tx.subscribe();
         }
-        let (tx, rx) = watch::channel(self.lookup(addr));
-        self.subscribers.insert(addr, tx);
+        let (tx, rx) = watch::channel(self.lookup_target(&target));
+        self.subscribers.insert(target, tx);
         rx
+    }
+
+    /// What a target is now.
+    pub fn lookup_target(&self, target: &Target) -> Snapshot {
+        match target {
+            Target::Addr(addr) => self.lookup(*addr),
+            Target::Authority { service, port } => self.lookup_authority(service, *port),
+        }
+    }
+
+    /// A Service by name, on one of its ports: what its virtual address on that port would
+    /// answer (IPv4 endpoints unless the Service only has IPv6 addresses). Unknown when the
+    /// Service or the port does not exist.
+    pub fn lookup_authority(&self, service: &ObjectKey, port: u16) -> Snapshot {
+        match self.services.get(service) {
+            Some(svc) => match svc.port(port) {
+                Some(p) => {
+                    let v4 = svc.addresses.is_empty() || svc.addresses.iter().any(IpAddr::is_ipv4);
+                    self.service_snapshot(svc, p, v4)
+                }
+                None => unknown(),
+            },
+            None => unknown(),
+        }
     }
 
     /// How many addresses have at least one subscriber (after [`Index::forget_unwatched`]).
@@ -203,8 +254,8 @@ impl Index {
             }
         }
         self.forget_unwatched();
-        for (addr, tx) in &self.subscribers {
-            let next = self.lookup(*addr);
+        for (target, tx) in &self.subscribers {
+            let next = self.lookup_target(target);
             tx.send_if_modified(|current| {
                 if *current == next {
                     false
