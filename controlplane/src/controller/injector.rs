@@ -29,8 +29,10 @@ use tracing::{info, warn};
 /// The MutatingWebhookConfiguration `weft install` creates.
 pub const DEFAULT_WEBHOOK_CONFIG: &str = "weft-proxy-injector";
 /// How often the `caBundle` is checked again after start.
+#[cfg_attr(not(feature = "kubernetes"), allow(dead_code))]
 pub const CA_BUNDLE_RESYNC: Duration = Duration::from_secs(60);
 /// The first Kubernetes minor version with native sidecars on by default.
+#[cfg_attr(not(feature = "kubernetes"), allow(dead_code))]
 pub const NATIVE_SIDECARS_SINCE: u32 = 29;
 
 /// Whether injected proxies become native sidecars.
@@ -95,6 +97,7 @@ pub fn service_names(namespace: &str) -> Vec<String> {
 }
 
 /// Whether `minor` (from `/version`, such as `29` or `29+`) has native sidecars.
+#[cfg_attr(not(feature = "kubernetes"), allow(dead_code))]
 pub fn has_native_sidecars(major: &str, minor: &str) -> Option<bool> {
     let digits = |s: &str| -> Option<u32> {
         s.chars()

@@ -149,6 +149,7 @@ impl Index {
 
     /// A receiver holding `addr`'s current snapshot (already marked seen) that changes
     /// whenever the snapshot does.
+    #[cfg(test)]
     pub fn subscribe(&mut self, addr: SocketAddr) -> watch::Receiver<Snapshot> {
         self.subscribe_target(Target::Addr(addr))
     }
