@@ -823,3 +823,126 @@ async fn real_injector() {
         Some("weft-test")
     );
 }
+
+/// The whole Job path on a cluster without native sidecars, end to end: the controller
+/// (Kubernetes backend, TokenReview) against the fake API server, and a real weft-proxy
+/// in-process configured as the injector configures a Job pod's classic sidecar. The
+/// proxy gets its certificate, then the job's container terminates in the pod's status,
+/// and the proxy drains and exits by itself.
+#[cfg(feature = "kubernetes")]
+#[tokio::test]
+async fn a_job_pods_proxy_exits_when_its_container_terminates() {
+    use crate::discovery::kubernetes::fake_api::FakeApi;
+    use k8s_openapi::api::core::v1::{Namespace, Pod};
+    use kube::api::{Api, Patch, PatchParams, PostParams};
+    use std::collections::HashMap;
+    use weft_api::certify::TOKEN_AUDIENCE;
+
+    let fake = FakeApi::start().await.unwrap();
+    let client = fake.client();
+    let pp = PostParams::default();
+    let ns: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "jobs"}})).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&pp, &ns)
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "jobs");
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "migrate-x7k2p", "namespace": "jobs",
+                     "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "migrate", "uid": "u1", "controller": true}]},
+        "spec": {
+            "restartPolicy": "Never",
+            "serviceAccountName": "migrate",
+            "containers": [
+                {"name": "weft-proxy", "image": "registry.invalid/weft-proxy:0"},
+                {"name": "migrate", "image": "registry.invalid/migrate:0"}
+            ]
+        }
+    }))
+    .unwrap();
+    pods.create(&pp, &pod).await.unwrap();
+    let status = |migrate: serde_json::Value| {
+        serde_json::json!({"status": {"phase": "Running", "podIP": "198.18.0.50", "podIPs": [{"ip": "198.18.0.50"}],
+        "containerStatuses": [
+            {"name": "weft-proxy", "state": {"running": {}}},
+            {"name": "migrate", "state": migrate}
+        ]}})
+    };
+    pods.patch_status(
+        "migrate-x7k2p",
+        &PatchParams::default(),
+        &Patch::Merge(&status(serde_json::json!({"running": {}}))),
+    )
+    .await
+    .unwrap();
+    fake.add_token(
+        "job-token",
+        "system:serviceaccount:jobs:migrate",
+        &[TOKEN_AUDIENCE],
+    );
+
+    let f = fixture("job-exit", Duration::from_secs(3600));
+    let mut config = f.config.clone();
+    config.discovery = Backend::Kubernetes;
+    config.kubeconfig = Some(fake_kubeconfig(&f.dir, &fake.url()));
+    let controller = start(&config).await.unwrap();
+    let token_file = f.dir.join("job-token");
+    std::fs::write(&token_file, "job-token").unwrap();
+    let controller_addr = controller.proxy_api_addr.to_string();
+    let token_path = token_file.display().to_string();
+    let env: HashMap<&str, &str> = HashMap::from([
+        ("WEFT_PROXY_INBOUND_LISTEN_ADDR", "127.0.0.1:0"),
+        ("WEFT_PROXY_OUTBOUND_LISTEN_ADDR", "127.0.0.1:0"),
+        ("WEFT_PROXY_ADMIN_LISTEN_ADDR", "127.0.0.1:0"),
+        (
+            "WEFT_PROXY_IDENTITY_NAME",
+            "migrate.jobs.serviceaccount.identity.weft.cluster.local",
+        ),
+        ("WEFT_PROXY_IDENTITY_TRUST_ANCHORS", f.anchor_pem.as_str()),
+        ("WEFT_PROXY_IDENTITY_TOKEN_FILE", token_path.as_str()),
+        (
+            "WEFT_PROXY_IDENTITY_CONTROLLER_ADDR",
+            controller_addr.as_str(),
+        ),
+        ("WEFT_PROXY_IDENTITY_CONTROLLER_NAME", CONTROLLER),
+        ("WEFT_PROXY_EXIT_WITH_WORKLOAD", "true"),
+        ("WEFT_PROXY_POD_IP", "198.18.0.50"),
+    ]);
+    let proxy_config = weft_proxy::config::Config::from_lookup(&env).unwrap();
+    let deps = weft_proxy::Deps {
+        inbound_orig_dst: Arc::new(weft_proxy::orig_dst::NotRedirected),
+        outbound_orig_dst: Arc::new(weft_proxy::orig_dst::NotRedirected),
+        log: None,
+    };
+    let app = weft_proxy::App::bind(proxy_config, deps).unwrap();
+    let admin = app.addrs().admin;
+    let proxy = tokio::spawn(app.run());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while http_get(admin, "/ready").await != "ready\n" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the proxy never got its certificate"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The job is still running: the proxy stays.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!proxy.is_finished(), "the proxy exited while the job ran");
+
+    pods.patch_status(
+        "migrate-x7k2p",
+        &PatchParams::default(),
+        &Patch::Merge(&status(
+            serde_json::json!({"terminated": {"exitCode": 0, "reason": "Completed"}}),
+        )),
+    )
+    .await
+    .unwrap();
+    let drained = tokio::time::timeout(Duration::from_secs(10), proxy)
+        .await
+        .expect("the proxy exits within 10 s of the job's container terminating")
+        .unwrap();
+    assert_eq!(drained, weft_proxy::Drained::Complete);
+    controller.shutdown().await;
+}
