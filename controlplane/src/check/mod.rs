@@ -23,6 +23,8 @@ mod checks_tests;
 #[cfg(test)]
 mod data_plane_tests;
 #[cfg(test)]
+mod fake_tests;
+#[cfg(test)]
 mod identity_webhook_tests;
 
 use crate::cli::CheckArgs;
