@@ -110,3 +110,63 @@ fn json(categories: &[Category]) -> String {
     s.push('\n');
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::checks::Check;
+
+    fn report() -> Vec<Category> {
+        vec![
+            Category {
+                name: "one".into(),
+                checks: vec![
+                    Check::ok("fine").detail("1/1"),
+                    Check::warn("meh", "why", "kubectl a\nkubectl b").detail("2 pods"),
+                ],
+            },
+            Category {
+                name: "two".into(),
+                checks: vec![Check::fail("broken", "because", "fix it")],
+            },
+        ]
+    }
+
+    #[test]
+    fn check_output_short_and_wide() {
+        let short = "one\n---\n✔ fine\n‼ meh\n    hint: why\n    fix:  kubectl a\n          kubectl b\n\ntwo\n---\n✖ broken\n    hint: because\n    fix:  fix it\n\nStatus check results are ✖ (1 failure, 1 warning)\n";
+        assert_eq!(render(&report(), CheckFormat::Short), short);
+        let wide = render(&report(), CheckFormat::Wide);
+        assert!(
+            wide.starts_with("one\n---\n✔ fine (1/1)\n‼ meh (2 pods)\n"),
+            "{wide}"
+        );
+        let mut ok = report();
+        ok.truncate(1);
+        assert!(
+            render(&ok, CheckFormat::Short).ends_with("\nStatus check results are ‼ (1 warning)\n")
+        );
+        ok[0].checks.truncate(1);
+        assert!(render(&ok, CheckFormat::Short).ends_with("\nStatus check results are ✔\n"));
+        assert!(success(&ok));
+        assert!(!success(&report()));
+    }
+
+    #[test]
+    fn check_output_json() {
+        let v: serde_json::Value =
+            serde_json::from_str(&render(&report(), CheckFormat::Json)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"success": false, "categories": [
+                {"name": "one", "checks": [
+                    {"description": "fine", "result": "success", "detail": "1/1"},
+                    {"description": "meh", "result": "warning", "hint": "why", "fix": "kubectl a\nkubectl b", "detail": "2 pods"},
+                ]},
+                {"name": "two", "checks": [
+                    {"description": "broken", "result": "error", "hint": "because", "fix": "fix it"},
+                ]},
+            ]})
+        );
+    }
+}
