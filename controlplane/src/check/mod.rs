@@ -7,7 +7,7 @@
 //!    [`facts::Facts`];
 //! 2. [`checks::checks`] — pure — turns the facts, the time and the options into
 //!    categories of checks, each success, warning or error with a hint and a fix
-//!    ([`identity`] and [`data_plane`] hold two of the categories);
+//!    ([`identity`], [`webhook`] and [`data_plane`] hold three of the categories);
 //! 3. [`output::render`] prints them.
 //!
 //! Exit code: 0 without failures (warnings allowed), 1 with any, 2 for bad usage.
@@ -17,6 +17,7 @@ pub mod data_plane;
 pub mod facts;
 pub mod identity;
 pub mod output;
+pub mod webhook;
 
 #[cfg(test)]
 mod checks_tests;
