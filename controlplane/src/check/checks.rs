@@ -373,14 +373,14 @@ fn controller(facts: &Facts, opts: &Options) -> Category {
             }
             let shown = versions.iter().cloned().collect::<Vec<_>>().join(", ");
             if versions.len() == 1 && versions.contains(cli) {
-                Check::ok(desc).detail(format!("{} pods, version {shown}", pods.len()))
+                Check::ok(desc).detail(format!("pods: {}, version {shown}", pods.len()))
             } else {
                 Check::warn(
                     desc,
                     format!("the controller's pods run {shown} (from their image tags); this CLI is {cli}. Upgrade the control plane to this CLI's version (docs/install.md, Upgrading; the external-issuer output keeps the trust anchor), or use a weft CLI of the controller's version"),
                     reapply(ns),
                 )
-                .detail(format!("{} pods, versions {shown}", pods.len()))
+                .detail(format!("pods: {}, versions {shown}", pods.len()))
             }
         }
         other => Check::warn(desc, format!("cannot list the controller's pods: {}", lookup_error(other).unwrap_or("?")), list),

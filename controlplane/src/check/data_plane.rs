@@ -171,7 +171,7 @@ pub fn data_plane(facts: &Facts, opts: &Options) -> Category {
         let first = restarted[0];
         Check::warn(
             restart_desc,
-            format!("{}: the previous run's log says why (out of memory: raise config.weft.dev/proxy-memory-limit)", listed(&names)),
+            format!("{}: the previous run's log says why (OOMKilled: raise config.weft.dev/proxy-memory-limit)", listed(&names)),
             format!("kubectl -n {} logs {} -c {PROXY_CONTAINER} --previous", first.namespace, first.name),
         )
     });
