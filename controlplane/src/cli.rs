@@ -19,6 +19,8 @@ pub struct Cli {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand)]
 pub enum Command {
+    // Without the `kubernetes` feature, `weft check` only says it is not built in.
+    #[cfg_attr(not(feature = "kubernetes"), allow(dead_code))]
     Check(CheckArgs),
     Controller(Box<ControllerArgs>),
     Demo(DemoArgs),
@@ -173,6 +175,7 @@ pub struct UninjectArgs {
 /// usage.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "check")]
+#[cfg_attr(not(feature = "kubernetes"), allow(dead_code))]
 pub struct CheckArgs {
     /// before installing: can Weft be installed on this cluster?
     #[argh(switch)]

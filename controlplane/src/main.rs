@@ -25,7 +25,7 @@ fn main() -> ExitCode {
         cli::Command::Check(args) => check::main(args),
         #[cfg(not(feature = "kubernetes"))]
         cli::Command::Check(_) => {
-            eprintln!("weft check: this weft was built without the `kubernetes` feature, so it cannot talk to a cluster; use a release build (cargo build --features kubernetes)");
+            eprintln!("weft check: this weft was built without the `kubernetes` feature, so it cannot talk to a cluster; use a build with the default features (cargo build -p weft-controlplane)");
             ExitCode::from(1)
         }
         cli::Command::Controller(args) => controller::main(*args),
