@@ -19,6 +19,9 @@ pub struct Cli {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand)]
 pub enum Command {
+    // Without the `kubernetes` feature, `weft check` only says it is not built in.
+    #[cfg_attr(not(feature = "kubernetes"), allow(dead_code))]
+    Check(CheckArgs),
     Controller(Box<ControllerArgs>),
     Demo(DemoArgs),
     Identity(IdentityArgs),
@@ -164,6 +167,58 @@ pub struct UninjectArgs {
     /// the manifest to read, or - for stdin
     #[argh(positional)]
     pub file: PathBuf,
+}
+
+/// Check that Weft is installed and working, like `linkerd check`: the API server, the
+/// control plane's objects, the controller, the identity issuer and the injector's webhook
+/// (docs/check.md). Exit code 0 without failures (warnings allowed), 1 with any, 2 for bad
+/// usage.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "check")]
+#[cfg_attr(not(feature = "kubernetes"), allow(dead_code))]
+pub struct CheckArgs {
+    /// before installing: can Weft be installed on this cluster?
+    #[argh(switch)]
+    pub pre: bool,
+    /// also check the data plane: meshed pods' proxies, and pods that should have one
+    #[argh(switch)]
+    pub proxy: bool,
+    /// with --proxy: only the pods of this namespace (default: all namespaces)
+    #[argh(option, short = 'n')]
+    pub proxy_namespace: Option<String>,
+    /// output: short, wide (with versions, expiry dates and counts) or json (default
+    /// short)
+    #[argh(
+        option,
+        short = 'o',
+        default = "CheckFormat::Short",
+        from_str_fn(parse_check_format)
+    )]
+    pub output: CheckFormat,
+    /// the control plane's namespace (default weft)
+    #[argh(option, default = "DEFAULT_CONTROL_PLANE_NAMESPACE.to_string()")]
+    pub namespace: String,
+    /// the kubeconfig to use (default: $KUBECONFIG or ~/.kube/config if there is one, else
+    /// the in-cluster service account)
+    #[argh(option)]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+/// `weft check -o`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckFormat {
+    Short,
+    Wide,
+    Json,
+}
+
+fn parse_check_format(s: &str) -> Result<CheckFormat, String> {
+    match s {
+        "short" => Ok(CheckFormat::Short),
+        "wide" => Ok(CheckFormat::Wide),
+        "json" => Ok(CheckFormat::Json),
+        _ => Err(format!("{s:?}: expected short, wide or json")),
+    }
 }
 
 /// Print the manifests that install Weft's control plane, in apply order, as one YAML

@@ -1,6 +1,8 @@
 //! `weft`: one binary for the control plane (`weft controller`, as it lands) and the CLI.
 //! Thin: parse arguments with argh, hand off to the subcommand's module.
 
+#[cfg(feature = "kubernetes")]
+mod check;
 mod cli;
 mod controller;
 mod demo;
@@ -19,6 +21,13 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let cli: cli::Cli = parse_args();
     match cli.command {
+        #[cfg(feature = "kubernetes")]
+        cli::Command::Check(args) => check::main(args),
+        #[cfg(not(feature = "kubernetes"))]
+        cli::Command::Check(_) => {
+            eprintln!("weft check: this weft was built without the `kubernetes` feature, so it cannot talk to a cluster; use a build with the default features (cargo build -p weft-controlplane)");
+            ExitCode::from(1)
+        }
         cli::Command::Controller(args) => controller::main(*args),
         cli::Command::Demo(args) if args.loopback => demo::main(args),
         cli::Command::Demo(args) => lab::demo::main(args),
@@ -59,7 +68,9 @@ fn parse_args() -> cli::Cli {
         }
         Err(()) => {
             eprintln!("{}\nRun {cmd} --help for more information.", early.output);
-            std::process::exit(1)
+            // `weft check` follows `linkerd check`: 2 for bad usage (1 means a check failed).
+            let check = rest.first() == Some(&"check");
+            std::process::exit(if check { 2 } else { 1 })
         }
     })
 }

@@ -7,6 +7,8 @@
 //!   EndpointSlices (`/apis/discovery.k8s.io/v1`), cluster-wide and per namespace.
 //! - Events (`/api/v1`, namespaced), stored like any object.
 //! - MutatingWebhookConfigurations (`/apis/admissionregistration.k8s.io/v1`, cluster-wide).
+//! - Deployments (`/apis/apps/v1`), stored like any object: nothing rolls them out, so a
+//!   test writes their `status` (and their pods) itself.
 //! - `GET /version`: `1.31` unless [`FakeApi::set_version`] says otherwise.
 //! - HTTPRoutes (`/apis/gateway.networking.k8s.io/v1`), only after
 //!   [`FakeApi::install_gateway_api`] (before, `404` as on a cluster without the CRDs).
@@ -14,6 +16,10 @@
 //!   test registers with [`FakeApi::add_token`], answering like the real server: the
 //!   user and the audiences it shares with the review's `spec.audiences`, or
 //!   `authenticated` unset with an `error` for unknown, expired or other-audience tokens.
+//! - `SelfSubjectAccessReview` (`POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews`):
+//!   `allowed: true` for everything, except the resources a test denies with
+//!   [`FakeApi::deny_access`] (`allowed: false` with a reason). Only the resource is
+//!   looked at, not the verb, group, namespace or name.
 //! - Objects kept in memory as JSON, each write bumping one global `resourceVersion`
 //!   (set on the object, with a `uid` and a `creationTimestamp` on create).
 //! - `GET` of one object or a list (`metadata.resourceVersion` set to the current one).
@@ -29,13 +35,15 @@
 //!   `/status`, and `DELETE` (a namespace takes its objects with it, at once).
 //! - Errors as `Status` objects with the usual `reason` and `code`.
 //!
-//! What it does not do (so tests must not rely on it): authentication and RBAC,
+//! What it does not do (so tests must not rely on it): authentication and RBAC (access
+//! reviews answer from the deny list above, and nothing is ever refused with `403`),
 //! admission and validation (any JSON is stored as given), label and field selectors
 //! (ignored: everything is returned), pagination (`limit` is ignored and there is never a
 //! `continue` token), `resourceVersionMatch` and consistent reads, server-side apply,
 //! JSON patch, `PUT`, strategic-merge semantics (lists are replaced, not merged),
 //! graceful deletion, finalizers and owner-reference garbage collection, controllers
-//! (nothing creates EndpointSlices or schedules Pods: tests write both), streaming lists
+//! (nothing creates EndpointSlices, schedules Pods or rolls out Deployments: tests write
+//! them), RBAC objects (ClusterRoles, Roles and their bindings: `404`), streaming lists
 //! (`sendInitialEvents`), HTTP/2, TLS, and any other resource or API group (`404`).
 
 use crate::shutdown::{Shutdown, ShutdownSignal};
@@ -78,6 +86,7 @@ pub enum Resource {
     EndpointSlices,
     HttpRoutes,
     MutatingWebhookConfigurations,
+    Deployments,
 }
 
 impl Resource {
@@ -92,6 +101,7 @@ impl Resource {
             "endpointslices" => Resource::EndpointSlices,
             "httproutes" => Resource::HttpRoutes,
             "mutatingwebhookconfigurations" => Resource::MutatingWebhookConfigurations,
+            "deployments" => Resource::Deployments,
             _ => return None,
         })
     }
@@ -107,6 +117,7 @@ impl Resource {
             Resource::EndpointSlices => "EndpointSlice",
             Resource::HttpRoutes => "HTTPRoute",
             Resource::MutatingWebhookConfigurations => "MutatingWebhookConfiguration",
+            Resource::Deployments => "Deployment",
         }
     }
 
@@ -115,6 +126,7 @@ impl Resource {
             Resource::EndpointSlices => "discovery.k8s.io/v1",
             Resource::HttpRoutes => "gateway.networking.k8s.io/v1",
             Resource::MutatingWebhookConfigurations => "admissionregistration.k8s.io/v1",
+            Resource::Deployments => "apps/v1",
             _ => "v1",
         }
     }
@@ -163,6 +175,8 @@ struct Store {
     gateway_api: bool,
     /// `(major, minor)` for `GET /version`.
     version: (String, String),
+    /// Resources SelfSubjectAccessReviews deny (plural, e.g. `clusterroles`).
+    denied: std::collections::BTreeSet<String>,
 }
 
 /// A token the fake's TokenReview recognises.
@@ -175,6 +189,8 @@ struct FakeToken {
 
 /// The TokenReview endpoint.
 const TOKEN_REVIEWS: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
+/// The SelfSubjectAccessReview endpoint.
+const ACCESS_REVIEWS: &str = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews";
 
 /// A running fake API server; it stops when dropped.
 pub struct FakeApi {
@@ -205,6 +221,7 @@ impl FakeApi {
             tokens: BTreeMap::new(),
             gateway_api: false,
             version: ("1".into(), "31".into()),
+            denied: Default::default(),
         }));
         let stop = Shutdown::new();
         tokio::spawn(accept(listener, store.clone(), stop.signal()));
@@ -215,6 +232,12 @@ impl FakeApi {
     /// What `GET /version` says from now on, e.g. `("1", "28")`.
     pub fn set_version(&self, major: &str, minor: &str) {
         self.store().version = (major.to_string(), minor.to_string());
+    }
+
+    /// From now on SelfSubjectAccessReviews about `resource` (plural, such as
+    /// `mutatingwebhookconfigurations`) answer `allowed: false`.
+    pub fn deny_access(&self, resource: &str) {
+        self.store().denied.insert(resource.to_string());
     }
 
     /// Serves HTTPRoutes from now on, as if the Gateway API CRDs were installed.
@@ -297,6 +320,7 @@ impl FakeApi {
             Resource::EndpointSlices => "/endpointslices",
             Resource::HttpRoutes => "/httproutes",
             Resource::MutatingWebhookConfigurations => "/mutatingwebhookconfigurations",
+            Resource::Deployments => "/deployments",
         };
         self.store()
             .requests
@@ -481,6 +505,39 @@ async fn handle(store: &Arc<Mutex<Store>>, req: Request<Incoming>) -> Response<B
             Ok(review) => {
                 let answer = lock(store).review(review);
                 json_response(201, &answer)
+            }
+            Err(e) => status(400, "BadRequest", &format!("the body is not JSON: {e}")),
+        };
+    }
+    if uri.path() == ACCESS_REVIEWS {
+        if method != Method::POST {
+            return status(
+                405,
+                "MethodNotAllowed",
+                "selfsubjectaccessreviews only take POST",
+            );
+        }
+        let body = match req.into_body().collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => return status(400, "BadRequest", &e.to_string()),
+        };
+        return match serde_json::from_slice::<Value>(&body) {
+            Ok(mut review) => {
+                let resource = review
+                    .pointer("/spec/resourceAttributes/resource")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                let allowed = !lock(store).denied.contains(&resource);
+                review["apiVersion"] = json!("authorization.k8s.io/v1");
+                review["kind"] = json!("SelfSubjectAccessReview");
+                review["metadata"] = json!({"creationTimestamp": null});
+                review["status"] = if allowed {
+                    json!({"allowed": true, "reason": "the fake API server allows everything"})
+                } else {
+                    json!({"allowed": false, "reason": format!("the fake API server denies {resource}")})
+                };
+                json_response(201, &review)
             }
             Err(e) => status(400, "BadRequest", &format!("the body is not JSON: {e}")),
         };
@@ -966,11 +1023,86 @@ mod tests {
             ("/api/v1/endpointslices", None),
             ("/apis/discovery.k8s.io/v1/pods", None),
             ("/api/v1/configmaps", None),
-            ("/apis/apps/v1/deployments", None),
+            (
+                "/apis/apps/v1/namespaces/weft/deployments/weft-controller/status",
+                Some(Target::Object {
+                    resource: Resource::Deployments,
+                    namespace: "weft".into(),
+                    name: "weft-controller".into(),
+                    status: true,
+                }),
+            ),
+            ("/api/v1/deployments", None),
+            ("/apis/apps/v1/statefulsets", None),
+            ("/apis/rbac.authorization.k8s.io/v1/clusterroles", None),
         ];
         for (path, want) in cases {
             assert_eq!(target(path), want, "{path}");
         }
+    }
+
+    #[tokio::test]
+    async fn deployments_and_access_reviews() {
+        use k8s_openapi::api::apps::v1::Deployment;
+        use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
+        use kube::api::{Api, Patch, PatchParams, PostParams};
+        let fake = FakeApi::start().await.unwrap();
+        let client = fake.client();
+        let ns = serde_json::from_value(json!({"metadata": {"name": "weft"}})).unwrap();
+        Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .unwrap();
+        let deploys: Api<Deployment> = Api::namespaced(client.clone(), "weft");
+        let d = serde_json::from_value(json!({
+            "metadata": {"name": "weft-controller"},
+            "spec": {"selector": {"matchLabels": {"app": "x"}}, "template": {}}
+        }))
+        .unwrap();
+        deploys.create(&PostParams::default(), &d).await.unwrap();
+        let status = json!({"status": {"readyReplicas": 1}});
+        deploys
+            .patch_status(
+                "weft-controller",
+                &PatchParams::default(),
+                &Patch::Merge(&status),
+            )
+            .await
+            .unwrap();
+        let got = deploys.get("weft-controller").await.unwrap();
+        assert_eq!(got.status.and_then(|s| s.ready_replicas), Some(1));
+        assert_eq!(fake.lists(Resource::Deployments), 0);
+
+        let reviews: Api<SelfSubjectAccessReview> = Api::all(client);
+        let ask = |resource: &str| -> SelfSubjectAccessReview {
+            serde_json::from_value(
+                json!({"spec": {"resourceAttributes": {"verb": "create", "resource": resource}}}),
+            )
+            .unwrap()
+        };
+        let allowed = |r: SelfSubjectAccessReview| r.status.map(|s| (s.allowed, s.reason));
+        let r = reviews
+            .create(&PostParams::default(), &ask("clusterroles"))
+            .await
+            .unwrap();
+        assert_eq!(allowed(r).map(|a| a.0), Some(true));
+        fake.deny_access("clusterroles");
+        let r = reviews
+            .create(&PostParams::default(), &ask("clusterroles"))
+            .await
+            .unwrap();
+        assert_eq!(
+            allowed(r),
+            Some((
+                false,
+                Some("the fake API server denies clusterroles".into())
+            ))
+        );
+        let r = reviews
+            .create(&PostParams::default(), &ask("pods"))
+            .await
+            .unwrap();
+        assert_eq!(allowed(r).map(|a| a.0), Some(true));
     }
 
     #[test]
