@@ -10,7 +10,7 @@
 use crate::detect::Protocol;
 use crate::drain;
 use crate::ingress;
-use crate::metrics::{Direction, HttpLabels, LatencyLabels, Metrics, ResponseLabels, TlsLabels};
+use crate::metrics::{Direction, HttpSeries, HttpSeriesCache, TlsLabels};
 use crate::proxy::{ProxyError, Shared};
 use crate::route::{self, Route};
 use crate::upstream::{Checkout, ServerId, Upstream};
@@ -70,9 +70,8 @@ where
         local,
         direction,
         protocol,
-        target_label: shared.metrics.target_label(direction, target_addr),
+        series: HttpSeriesCache::new(shared.metrics.clone(), direction, target_addr),
         tls,
-        metrics: shared.metrics.clone(),
         shared: shared.clone(),
         overrides: tokio::sync::Mutex::new(HashMap::new()),
         drain: drain.clone(),
@@ -121,9 +120,9 @@ struct Forwarder {
     local: SocketAddr,
     direction: Direction,
     protocol: Protocol,
-    target_label: String,
+    /// This connection's metric handles, by authority and `tls`.
+    series: HttpSeriesCache,
     tls: TlsLabels,
-    metrics: Arc<Metrics>,
     shared: Arc<Shared>,
     /// Ingress mode: upstreams for the destinations override headers named.
     overrides: tokio::sync::Mutex<HashMap<SocketAddr, Arc<Upstream>>>,
@@ -136,16 +135,8 @@ impl Forwarder {
         mut req: Request<Incoming>,
     ) -> Result<Response<ProxyBody>, Infallible> {
         let started = Instant::now();
-        let mut labels = HttpLabels {
-            direction: self.direction.as_str(),
-            authority: self
-                .metrics
-                .authority_label(self.direction, &authority_of(&req)),
-            target_addr: self.target_label.clone(),
-            tls: self.tls.clone(),
-        };
         // Counted once the request's fate (and, for a Service, its endpoint) is known.
-        let count = |labels: &HttpLabels| self.metrics.request_total.get_or_create(labels).inc();
+        let series = self.series.get(authority_of(&req), &self.tls);
 
         let upgrade = upgrade_protocol(&req);
         let server_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
@@ -164,9 +155,8 @@ impl Forwarder {
             match ingress::take_override(req.headers_mut()) {
                 None => {}
                 Some(Err(e)) => {
-                    count(&labels);
-                    let recorder =
-                        Recorder::new(&self.metrics, labels, StatusCode::BAD_REQUEST, started);
+                    series.count_request();
+                    let recorder = Recorder::new(series, StatusCode::BAD_REQUEST, started);
                     return Ok(error_response(
                         StatusCode::BAD_REQUEST,
                         &e.to_string(),
@@ -176,9 +166,8 @@ impl Forwarder {
                 Some(Ok(o)) => match self.override_upstream(o).await {
                     Ok(u) => routed = Some(u),
                     Err(e) => {
-                        count(&labels);
-                        let recorder =
-                            Recorder::new(&self.metrics, labels, StatusCode::BAD_GATEWAY, started);
+                        series.count_request();
+                        let recorder = Recorder::new(series, StatusCode::BAD_GATEWAY, started);
                         return Ok(error_response(StatusCode::BAD_GATEWAY, &e, recorder));
                     }
                 },
@@ -195,18 +184,21 @@ impl Forwarder {
                     ProxyError::NoEndpoints(_) => StatusCode::SERVICE_UNAVAILABLE,
                     _ => StatusCode::BAD_GATEWAY,
                 };
-                tracing::warn!(client = %self.client, target = %self.target_label, "request failed: {e}");
-                count(&labels);
-                let recorder = Recorder::new(&self.metrics, labels, status, started);
+                tracing::warn!(client = %self.client, target = %self.series.target_addr(), "request failed: {e}");
+                series.count_request();
+                let recorder = Recorder::new(series, status, started);
                 return Ok(error_response(status, &e.to_string(), recorder));
             }
         };
 
         // A Service's endpoint reached over mTLS names the identity it verified.
-        if let Some(ServerId(id)) = rsp.extensions_mut().remove::<ServerId>() {
-            labels.tls = TlsLabels::Server(id);
-        }
-        count(&labels);
+        let series = match rsp.extensions_mut().remove::<ServerId>() {
+            Some(ServerId(id)) => self
+                .series
+                .get(series.raw_authority(), &TlsLabels::Server(id)),
+            None => series,
+        };
+        series.count_request();
         let status = rsp.status();
         if status == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(server_upgrade) = server_upgrade {
@@ -217,7 +209,7 @@ impl Forwarder {
         } else {
             strip_hop_by_hop(rsp.headers_mut());
         }
-        let recorder = Recorder::new(&self.metrics, labels, status, started);
+        let recorder = Recorder::new(series, status, started);
         Ok(rsp.map(|body| ProxyBody::Proxied {
             inner: body,
             recorder: Some(recorder),
@@ -270,15 +262,14 @@ async fn tunnel(
 }
 
 /// The authority a request was addressed to: the URI's, else the Host header, else "".
-fn authority_of<B>(req: &Request<B>) -> String {
+fn authority_of<B>(req: &Request<B>) -> &str {
     if let Some(a) = req.uri().authority() {
-        return a.as_str().to_string();
+        return a.as_str();
     }
     req.headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("")
-        .to_string()
 }
 
 /// The protocol an HTTP/1 request asks to upgrade to (`Connection: upgrade` + `Upgrade`).
@@ -364,29 +355,16 @@ fn error_response(status: StatusCode, message: &str, recorder: Recorder) -> Resp
 
 /// Records a response's metrics once: latency at the headers, the outcome at the end.
 struct Recorder {
-    metrics: Arc<Metrics>,
-    labels: HttpLabels,
+    series: Arc<HttpSeries>,
     status: StatusCode,
     grpc_failure: bool,
 }
 
 impl Recorder {
-    fn new(
-        metrics: &Arc<Metrics>,
-        labels: HttpLabels,
-        status: StatusCode,
-        started: Instant,
-    ) -> Self {
-        metrics
-            .response_latency_ms
-            .get_or_create(&LatencyLabels {
-                http: labels.clone(),
-                status_code: status.as_u16(),
-            })
-            .observe(started.elapsed().as_secs_f64() * 1000.0);
+    fn new(series: Arc<HttpSeries>, status: StatusCode, started: Instant) -> Self {
+        series.observe_latency(status.as_u16(), started.elapsed().as_secs_f64() * 1000.0);
         Recorder {
-            metrics: metrics.clone(),
-            labels,
+            series,
             status,
             grpc_failure: false,
         }
@@ -400,14 +378,7 @@ impl Recorder {
 
     fn finish(self, stream_failed: bool) {
         let failure = stream_failed || self.grpc_failure || self.status.is_server_error();
-        self.metrics
-            .response_total
-            .get_or_create(&ResponseLabels {
-                http: self.labels,
-                status_code: self.status.as_u16(),
-                classification: if failure { "failure" } else { "success" },
-            })
-            .inc();
+        self.series.count_response(self.status.as_u16(), failure);
     }
 }
 

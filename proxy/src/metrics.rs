@@ -17,7 +17,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Linkerd's `response_latency_ms` buckets.
@@ -285,6 +285,183 @@ impl Metrics {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// Label sets a connection keeps handles for; more (a client sending many `Host`s) are
+/// still counted, through the families, just not cached.
+const MAX_SERIES_PER_CONNECTION: usize = 8;
+/// Status codes a label set keeps handles for; likewise.
+const MAX_STATUSES_PER_SERIES: usize = 8;
+
+/// One connection's HTTP metric handles. A request looks its label set up here (a short
+/// scan comparing its authority and `tls`) instead of building owned label structs and
+/// hashing them into three families: with keep-alive, the families are hashed once per
+/// connection and label set, not once per request (docs/performance.md).
+///
+/// What is exported is unchanged: handles are the families' own metrics, created by
+/// `get_or_create` at the moment they are first counted, as before.
+#[derive(Debug)]
+pub struct HttpSeriesCache {
+    metrics: Arc<Metrics>,
+    direction: Direction,
+    /// The connection's `target_addr` label (already within the label budget).
+    target_addr: String,
+    series: Mutex<Vec<Arc<HttpSeries>>>,
+}
+
+impl HttpSeriesCache {
+    pub fn new(metrics: Arc<Metrics>, direction: Direction, target_addr: SocketAddr) -> Self {
+        let target_addr = metrics.target_label(direction, target_addr);
+        HttpSeriesCache {
+            metrics,
+            direction,
+            target_addr,
+            series: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The `target_addr` label of this connection.
+    pub fn target_addr(&self) -> &str {
+        &self.target_addr
+    }
+
+    /// The series for requests to `authority` (as the client wrote it) with `tls`.
+    pub fn get(&self, authority: &str, tls: &TlsLabels) -> Arc<HttpSeries> {
+        let mut cached = lock(&self.series);
+        if let Some(s) = cached
+            .iter()
+            .find(|s| s.raw_authority == authority && s.labels.tls == *tls)
+        {
+            return s.clone();
+        }
+        let labels = HttpLabels {
+            direction: self.direction.as_str(),
+            authority: self.metrics.authority_label(self.direction, authority),
+            target_addr: self.target_addr.clone(),
+            tls: tls.clone(),
+        };
+        let series = Arc::new(HttpSeries {
+            metrics: self.metrics.clone(),
+            raw_authority: authority.to_string(),
+            requests: OnceLock::new(),
+            labels,
+            statuses: Mutex::new(Vec::new()),
+        });
+        if cached.len() < MAX_SERIES_PER_CONNECTION {
+            cached.push(series.clone());
+        }
+        series
+    }
+}
+
+/// The HTTP metrics of one label set: `request_total`, and per status code
+/// `response_latency_ms` and `response_total` by classification.
+#[derive(Debug)]
+pub struct HttpSeries {
+    metrics: Arc<Metrics>,
+    /// The authority as received (the label is lower-cased and budgeted).
+    raw_authority: String,
+    pub labels: HttpLabels,
+    /// Created when first counted: a label set looked up but never counted (an outbound
+    /// request is relabelled with the identity of the endpoint that answered) exports nothing.
+    requests: OnceLock<Counter>,
+    statuses: Mutex<Vec<StatusSeries>>,
+}
+
+#[derive(Debug)]
+struct StatusSeries {
+    status_code: u16,
+    latency: Histogram,
+    success: Option<Counter>,
+    failure: Option<Counter>,
+}
+
+impl HttpSeries {
+    /// The authority this series was looked up with, as the client wrote it.
+    pub fn raw_authority(&self) -> &str {
+        &self.raw_authority
+    }
+
+    pub fn count_request(&self) {
+        self.requests
+            .get_or_init(|| {
+                self.metrics
+                    .request_total
+                    .get_or_create(&self.labels)
+                    .clone()
+            })
+            .inc();
+    }
+
+    fn latency_labels(&self, status_code: u16) -> LatencyLabels {
+        LatencyLabels {
+            status_code,
+            http: self.labels.clone(),
+        }
+    }
+
+    fn response_labels(&self, status_code: u16, failure: bool) -> ResponseLabels {
+        ResponseLabels {
+            status_code,
+            classification: if failure { "failure" } else { "success" },
+            http: self.labels.clone(),
+        }
+    }
+
+    /// Records the time to response headers, in milliseconds.
+    pub fn observe_latency(&self, status_code: u16, ms: f64) {
+        let mut statuses = lock(&self.statuses);
+        if let Some(s) = statuses.iter().find(|s| s.status_code == status_code) {
+            s.latency.observe(ms);
+            return;
+        }
+        let latency = self
+            .metrics
+            .response_latency_ms
+            .get_or_create(&self.latency_labels(status_code))
+            .clone();
+        latency.observe(ms);
+        if statuses.len() < MAX_STATUSES_PER_SERIES {
+            statuses.push(StatusSeries {
+                status_code,
+                latency,
+                success: None,
+                failure: None,
+            });
+        }
+    }
+
+    /// Counts a finished response.
+    pub fn count_response(&self, status_code: u16, failure: bool) {
+        let mut statuses = lock(&self.statuses);
+        let Some(s) = statuses.iter_mut().find(|s| s.status_code == status_code) else {
+            drop(statuses);
+            self.metrics
+                .response_total
+                .get_or_create(&self.response_labels(status_code, failure))
+                .inc();
+            return;
+        };
+        let slot = if failure {
+            &mut s.failure
+        } else {
+            &mut s.success
+        };
+        slot.get_or_insert_with(|| {
+            self.metrics
+                .response_total
+                .get_or_create(&self.response_labels(status_code, failure))
+                .clone()
+        })
+        .inc();
+    }
+}
+
 /// Admits at most `max` distinct values per direction; the rest become [`OVERFLOW`].
 #[derive(Debug)]
 struct LabelBudget {
@@ -451,6 +628,65 @@ mod tests {
         assert_eq!(m.target_label(Direction::Outbound, a), "10.0.0.1:80");
         // The budget is per direction.
         assert_eq!(m.target_label(Direction::Inbound, c), "10.0.0.3:80");
+    }
+
+    #[test]
+    fn series_cache_counts_like_the_families() {
+        let m = Arc::new(Metrics::new(10));
+        let cache = HttpSeriesCache::new(
+            m.clone(),
+            Direction::Inbound,
+            "10.0.0.1:80".parse().unwrap(),
+        );
+        let tls = TlsLabels::Client("web.apps".into());
+        for _ in 0..3 {
+            let s = cache.get("Web.Apps:80", &tls);
+            s.count_request();
+            s.observe_latency(200, 2.5);
+            s.count_response(200, false);
+        }
+        // Looked up, never counted: not exported.
+        cache.get("Web.Apps:80", &TlsLabels::Server("db.apps".into()));
+        let other = cache.get("Web.Apps:80", &TlsLabels::NoIdentity);
+        other.count_request();
+        other.observe_latency(503, 1.0);
+        other.count_response(503, true);
+        // More status codes than are cached still count.
+        for code in 400..420 {
+            other.observe_latency(code, 1.0);
+            other.count_response(code, true);
+        }
+        let http = HttpLabels {
+            direction: "inbound",
+            authority: "web.apps:80".into(),
+            target_addr: "10.0.0.1:80".into(),
+            tls: tls.clone(),
+        };
+        assert_eq!(m.request_total.get_or_create(&http).get(), 3);
+        let ok = ResponseLabels {
+            status_code: 200,
+            classification: "success",
+            http: http.clone(),
+        };
+        assert_eq!(m.response_total.get_or_create(&ok).get(), 3);
+        let failed = |code| ResponseLabels {
+            status_code: code,
+            classification: "failure",
+            http: HttpLabels {
+                tls: TlsLabels::NoIdentity,
+                ..http.clone()
+            },
+        };
+        assert_eq!(m.response_total.get_or_create(&failed(503)).get(), 1);
+        assert_eq!(m.response_total.get_or_create(&failed(419)).get(), 1);
+        let text = m.encode();
+        // Only what was counted is exported: no zero `failure` series for the 200s.
+        assert!(
+            !text.contains("status_code=\"200\",classification=\"failure\"")
+                && !text.contains("db.apps"),
+            "{text}"
+        );
+        assert!(text.contains("response_latency_ms_count{status_code=\"200\",direction=\"inbound\",authority=\"web.apps:80\""), "{text}");
     }
 
     #[test]
