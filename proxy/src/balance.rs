@@ -6,6 +6,8 @@
 //! The choices are plain functions over numbers ([`choose`], [`PeakEwma`], [`Accrual`]) and
 //! are table-tested; [`Balancer`] only holds the state.
 
+use crate::metrics::TlsLabels;
+use crate::route::{self, Route};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -141,34 +143,35 @@ pub struct Candidate {
 /// (fail open: a guess beats a certain failure).
 pub fn choose(candidates: &[Candidate], draws: (f64, f64, f64)) -> Option<usize> {
     let any_available = candidates.iter().any(|c| c.weight > 0 && c.available);
-    let usable = |c: &Candidate| c.weight > 0 && (c.available || !any_available);
-    // Draws index i from `pool` with probability proportional to weight.
-    let draw = |x: f64, pool: &[usize]| -> Option<usize> {
-        let total: u64 = pool.iter().map(|&i| u64::from(candidates[i].weight)).sum();
+    let usable = |i: usize| {
+        let c = &candidates[i];
+        c.weight > 0 && (c.available || !any_available)
+    };
+    // Draws an index for which `pool` holds, with probability proportional to weight.
+    // (Two passes over the candidates rather than collected index lists: this runs for
+    // every request.)
+    let draw = |x: f64, pool: &dyn Fn(usize) -> bool| -> Option<usize> {
+        let weight = |i: usize| u64::from(candidates[i].weight);
+        let total: u64 = (0..candidates.len()).filter(|&i| pool(i)).map(weight).sum();
         if total == 0 {
             return None;
         }
         let mut target = (x.clamp(0.0, 0.999_999) * total as f64) as u64;
-        for &i in pool {
-            let w = u64::from(candidates[i].weight);
+        let mut last = None;
+        for i in (0..candidates.len()).filter(|&i| pool(i)) {
+            let w = weight(i);
             if target < w {
                 return Some(i);
             }
             target -= w;
+            last = Some(i);
         }
-        pool.last().copied()
+        last
     };
-    let all: Vec<usize> = (0..candidates.len())
-        .filter(|&i| usable(&candidates[i]))
-        .collect();
-    let group = candidates[draw(draws.0, &all)?].group;
-    let members: Vec<usize> = all
-        .into_iter()
-        .filter(|&i| candidates[i].group == group)
-        .collect();
-    let a = draw(draws.1, &members)?;
-    let others: Vec<usize> = members.into_iter().filter(|&i| i != a).collect();
-    let Some(b) = draw(draws.2, &others) else {
+    let group = candidates[draw(draws.0, &usable)?].group;
+    let member = |i: usize| usable(i) && candidates[i].group == group;
+    let a = draw(draws.1, &member)?;
+    let Some(b) = draw(draws.2, &|i| member(i) && i != a) else {
         return Some(a);
     };
     // Loads within 20 % of each other are equal: measurement noise must not override the
@@ -189,6 +192,10 @@ const CLEARLY_BETTER: f64 = 0.8;
 #[derive(Debug)]
 pub struct EndpointState {
     pub endpoint: Endpoint,
+    /// How to reach it in plaintext, and over mTLS when it has an identity: worked out
+    /// once here, not for every request.
+    plain: Route,
+    meshed: Option<(Route, TlsLabels)>,
     ewma: Mutex<PeakEwma>,
     pending: AtomicUsize,
     active: AtomicUsize,
@@ -199,7 +206,15 @@ pub struct EndpointState {
 
 impl EndpointState {
     fn new(endpoint: Endpoint, ewma: PeakEwma) -> Self {
+        let meshed = endpoint.identity.as_ref().map(|id| {
+            (
+                route::endpoint(&endpoint, true),
+                TlsLabels::Server(id.clone()),
+            )
+        });
         EndpointState {
+            plain: route::endpoint(&endpoint, false),
+            meshed,
             endpoint,
             ewma: Mutex::new(ewma),
             pending: AtomicUsize::new(0),
@@ -207,6 +222,20 @@ impl EndpointState {
             accrual: Mutex::new(Accrual::new()),
             pool: Arc::default(),
         }
+    }
+
+    /// How to reach this endpoint ([`route::endpoint`]): over mTLS when it is meshed and
+    /// this proxy has an identity, else plaintext.
+    pub fn route(&self, has_identity: bool) -> &Route {
+        match &self.meshed {
+            Some((route, _)) if has_identity => route,
+            _ => &self.plain,
+        }
+    }
+
+    /// The `tls` metric labels of responses from this endpoint over mTLS.
+    pub fn server_tls(&self) -> Option<&TlsLabels> {
+        self.meshed.as_ref().map(|(_, tls)| tls)
     }
 
     /// Marks one request in flight until the guard drops.
@@ -345,7 +374,11 @@ impl Balancer {
         tried: &[SocketAddr],
         load: impl Fn(&EndpointState) -> f64,
     ) -> Option<Arc<EndpointState>> {
-        let eps = self.endpoints();
+        // Read in place (nothing here awaits) rather than cloning the list per request.
+        let eps = match self.endpoints.read() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
         let now = Instant::now();
         let mut groups: Vec<Option<&str>> = Vec::new();
         let candidates: Vec<Candidate> = eps

@@ -13,7 +13,7 @@ use crate::ingress;
 use crate::metrics::{Direction, HttpSeries, HttpSeriesCache, TlsLabels};
 use crate::proxy::{ProxyError, Shared};
 use crate::route::{self, Route};
-use crate::upstream::{Checkout, ServerId, Upstream};
+use crate::upstream::{Checkout, Forwarded, Upstream};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
@@ -174,8 +174,12 @@ impl Forwarder {
             }
         }
         let upstream = routed.as_deref().unwrap_or(&self.upstream);
-        let (mut rsp, checkout) = match upstream.send(req, upgrade.is_some()).await {
-            Ok(rsp) => rsp,
+        let Forwarded {
+            response: mut rsp,
+            checkout,
+            meshed_endpoint,
+        } = match upstream.send(req, upgrade.is_some()).await {
+            Ok(forwarded) => forwarded,
             Err(e) => {
                 let status = match e {
                     ProxyError::ConnectTimeout(_) | ProxyError::RequestTimeout(_) => {
@@ -192,10 +196,8 @@ impl Forwarder {
         };
 
         // A Service's endpoint reached over mTLS names the identity it verified.
-        let series = match rsp.extensions_mut().remove::<ServerId>() {
-            Some(ServerId(id)) => self
-                .series
-                .get(series.raw_authority(), &TlsLabels::Server(id)),
+        let series = match meshed_endpoint.as_ref().and_then(|ep| ep.server_tls()) {
+            Some(tls) => self.series.get(series.raw_authority(), tls),
             None => series,
         };
         series.count_request();

@@ -7,7 +7,7 @@
 use crate::detect::Protocol;
 use crate::drain;
 use crate::proxy::{connect_route, Io, ProxyError, Shared};
-use crate::route::{self, Route};
+use crate::route::Route;
 
 /// Connection attempts on different endpoints of a Service before giving up.
 const MAX_ENDPOINT_ATTEMPTS: usize = 3;
@@ -29,8 +29,8 @@ pub async fn forward<T: Io>(
                     b.0.pick_connection(&tried)
                         .ok_or_else(|| ProxyError::NoEndpoints(b.0.name.clone()))?;
                 tried.push(ep.endpoint.addr);
-                let endpoint_route = route::endpoint(&ep.endpoint, shared.tls.is_some());
-                match connect_route(shared, &endpoint_route, Protocol::Opaque).await {
+                let endpoint_route = ep.route(shared.tls.is_some());
+                match connect_route(shared, endpoint_route, Protocol::Opaque).await {
                     Ok(io) => {
                         ep.record(true);
                         break (io, Some(ep.start_connection()));

@@ -11,7 +11,7 @@ use crate::balance::{Balancer, EndpointState};
 use crate::detect::Protocol;
 use crate::proxy::{connect_route, ProxyError, Shared};
 use crate::retry::{self, Attempt};
-use crate::route::{self, Route};
+use crate::route::Route;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
@@ -24,10 +24,26 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-/// The identity of the endpoint that answered, verified by mTLS, carried on the response
-/// so the metrics can name it.
-#[derive(Debug, Clone)]
-pub struct ServerId(pub String);
+/// A response from upstream.
+#[derive(Debug)]
+pub struct Forwarded {
+    pub response: Response<Incoming>,
+    /// The HTTP/1 connection to give back to its pool once the body has been read.
+    pub checkout: Option<Checkout>,
+    /// The Service endpoint that answered, when it was reached over mTLS: the metrics name
+    /// the identity it verified ([`EndpointState::server_tls`]).
+    pub meshed_endpoint: Option<Arc<EndpointState>>,
+}
+
+impl Forwarded {
+    fn new((response, checkout): (Response<Incoming>, Option<Checkout>)) -> Self {
+        Forwarded {
+            response,
+            checkout,
+            meshed_endpoint: None,
+        }
+    }
+}
 
 /// Idle HTTP/1 connections kept per target: enough for every concurrent client connection
 /// of a busy pod, so connections (and their mTLS handshakes) are reused, not churned.
@@ -229,7 +245,7 @@ impl Upstream {
         &self,
         req: Request<Incoming>,
         upgrade: bool,
-    ) -> Result<(Response<Incoming>, Option<Checkout>), ProxyError> {
+    ) -> Result<Forwarded, ProxyError> {
         match self {
             Upstream::Single {
                 shared,
@@ -246,7 +262,7 @@ impl Upstream {
                         upgrade,
                     )
                     .await?;
-                Ok((rsp, checkout))
+                Ok(Forwarded::new((rsp, checkout)))
             }
             Upstream::Balanced {
                 shared,
@@ -275,7 +291,7 @@ async fn send_balanced(
     req: Request<Incoming>,
     upgrade: bool,
     retry_on: &[weft_api::destination::RetryOn],
-) -> Result<(Response<Incoming>, Option<Checkout>), ProxyError> {
+) -> Result<Forwarded, ProxyError> {
     let has_identity = shared.tls.is_some();
     if let Ok(mut b) = balancer.budget.lock() {
         b.record_request(Instant::now());
@@ -315,7 +331,7 @@ async fn send_balanced(
         let last = n + 1 == retry::MAX_ATTEMPTS;
         let outcome = attempt(shared, &ep, protocol, req, false, has_identity).await;
         let observed = match &outcome {
-            Ok((rsp, _)) => Attempt::Status(rsp.status().as_u16()),
+            Ok(f) => Attempt::Status(f.response.status().as_u16()),
             Err(_) => Attempt::ConnectFailed,
         };
         let retry = !last
@@ -347,17 +363,18 @@ async fn attempt(
     req: Request<ReqBody>,
     upgrade: bool,
     has_identity: bool,
-) -> Result<(Response<Incoming>, Option<Checkout>), ProxyError> {
+) -> Result<Forwarded, ProxyError> {
     let pending = ep.start_request();
-    let route = route::endpoint(&ep.endpoint, has_identity);
-    match ep.pool.send(shared, &route, protocol, req, upgrade).await {
-        Ok((mut rsp, checkout, rtt)) => {
+    let route = ep.route(has_identity);
+    match ep.pool.send(shared, route, protocol, req, upgrade).await {
+        Ok((response, checkout, rtt)) => {
             pending.responded(rtt);
-            ep.record(!rsp.status().is_server_error());
-            if let Some(mesh) = route.tls {
-                rsp.extensions_mut().insert(ServerId(mesh.identity));
-            }
-            Ok((rsp, checkout))
+            ep.record(!response.status().is_server_error());
+            Ok(Forwarded {
+                response,
+                checkout,
+                meshed_endpoint: route.tls.is_some().then(|| ep.clone()),
+            })
         }
         Err(e) => {
             ep.record(false);
