@@ -70,12 +70,9 @@ async fn handle(
     client: SocketAddr,
     drain: drain::Watch,
 ) {
-    let (local, dst) = match (socket.local_addr(), orig_dst.orig_dst(&socket)) {
-        (Ok(local), Ok(dst)) => (local, dst),
-        (Err(e), _) | (_, Err(e)) => {
-            tracing::warn!(%client, "inbound: {}", proxy::ProxyError::OrigDst(e));
-            return;
-        }
+    let Some((local, dst)) = listen::addresses(&socket, orig_dst.as_ref(), client, "inbound")
+    else {
+        return;
     };
     let forward: InboundForward = shared.config.inbound_forward;
     let conn = Accepted {

@@ -64,3 +64,20 @@ pub async fn accept_loop<F, Fut>(
     }
     tracing::debug!(listener = name, "stopped accepting");
 }
+
+/// The accepted socket's local address and its original destination, or `None` (logged)
+/// when either cannot be read.
+pub fn addresses(
+    socket: &tokio::net::TcpStream,
+    orig_dst: &dyn crate::orig_dst::OrigDst,
+    client: std::net::SocketAddr,
+    direction: &str,
+) -> Option<(std::net::SocketAddr, std::net::SocketAddr)> {
+    match (socket.local_addr(), orig_dst.orig_dst(socket)) {
+        (Ok(local), Ok(dst)) => Some((local, dst)),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(%client, "{direction}: {}", crate::proxy::ProxyError::OrigDst(e));
+            None
+        }
+    }
+}

@@ -703,22 +703,22 @@ async fn skips_objects_it_cannot_use() {
     running.shutdown.trigger();
 }
 
-#[tokio::test]
-#[ignore = "needs a real API server: KUBECONFIG=… cargo test -p weft-controlplane -- --ignored real_api_server"]
-async fn follows_a_real_api_server() {
+/// Runs `scenario` against the API server named by KUBECONFIG in a fresh namespace
+/// `<prefix>-<n>`, with the backend running, and deletes the namespace whatever happened.
+async fn on_a_real_api_server<F, Fut>(prefix: &str, scenario: F)
+where
+    F: FnOnce(Client, SharedIndex, String) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let client = Client::try_default()
         .await
         .expect("a client from KUBECONFIG (or ~/.kube/config)");
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
-    let ns = format!("weft-test-{nanos}");
+    let ns = format!("{prefix}-{nanos}");
     let running = start(client.clone()).await;
-    let outcome = {
-        let (client, index, ns) = (client.clone(), running.index.clone(), ns.clone());
-        tokio::spawn(async move { scenario(&client, &index, &ns).await }).await
-    };
-    // Clean up whatever happened.
+    let outcome = tokio::spawn(scenario(client.clone(), running.index.clone(), ns.clone())).await;
     let _ = Api::<full::Namespace>::all(client)
         .delete(&ns, &DeleteParams::default())
         .await;
@@ -728,28 +728,22 @@ async fn follows_a_real_api_server() {
     }
 }
 
+#[tokio::test]
+#[ignore = "needs a real API server: KUBECONFIG=… cargo test -p weft-controlplane -- --ignored real_api_server"]
+async fn follows_a_real_api_server() {
+    on_a_real_api_server("weft-test", |client, index, ns| async move {
+        scenario(&client, &index, &ns).await
+    })
+    .await;
+}
+
 /// The HTTPRoute split scenario against a real API server with the Gateway API CRDs
 /// (standard channel, v1) installed.
 #[tokio::test]
 #[ignore = "needs a real API server with the Gateway API CRDs: KUBECONFIG=… cargo test -p weft-controlplane -- --ignored real_httproute"]
 async fn splits_by_a_real_httproute() {
-    let client = Client::try_default()
-        .await
-        .expect("a client from KUBECONFIG (or ~/.kube/config)");
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let ns = format!("weft-test-split-{nanos}");
-    let running = start(client.clone()).await;
-    let outcome = {
-        let (client, index, ns) = (client.clone(), running.index.clone(), ns.clone());
-        tokio::spawn(async move { split_scenario(&client, &index, &ns).await }).await
-    };
-    let _ = Api::<full::Namespace>::all(client)
-        .delete(&ns, &DeleteParams::default())
-        .await;
-    running.shutdown.trigger();
-    if let Err(e) = outcome {
-        std::panic::resume_unwind(e.into_panic());
-    }
+    on_a_real_api_server("weft-test-split", |client, index, ns| async move {
+        split_scenario(&client, &index, &ns).await
+    })
+    .await;
 }
