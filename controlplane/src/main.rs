@@ -12,6 +12,7 @@ mod duration;
 mod identity;
 mod inject;
 mod install;
+mod json_http;
 mod lab;
 mod shutdown;
 mod tls;

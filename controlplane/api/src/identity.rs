@@ -95,7 +95,8 @@ fn check_label(what: &'static str, value: &str) -> Result<(), IdentityError> {
     }
 }
 
-fn is_dns_label(s: &str) -> bool {
+/// A DNS-1123 label: 1–63 of `a-z`, `0-9` and `-`, not starting or ending with `-`.
+pub fn is_dns_label(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63

@@ -8,7 +8,6 @@ use crate::discovery::file::Loaded;
 use crate::discovery::Backend;
 use crate::identity::ca::{Ca, CaError, IdentityFiles};
 use crate::identity::tokens::Authenticator;
-use std::fmt;
 use std::path::PathBuf;
 use time::OffsetDateTime;
 use tracing::{info, warn};
@@ -149,13 +148,4 @@ fn reviewer(config: &Config, kube: Option<&KubeClient>) -> Result<Authenticator,
 #[cfg(not(feature = "kubernetes"))]
 fn reviewer(_: &Config, _: Option<&KubeClient>) -> Result<Authenticator, SourceError> {
     Err(SourceError::NoKubernetes("--discovery kubernetes"))
-}
-
-impl fmt::Display for IdentitySource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            IdentitySource::Dir(d) => write!(f, "directory {}", d.display()),
-            IdentitySource::Secret(s) => write!(f, "Secret {s}"),
-        }
-    }
 }

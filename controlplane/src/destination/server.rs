@@ -21,7 +21,7 @@ use crate::shutdown::ShutdownSignal;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Response, StatusCode, Uri};
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::{Body, Frame};
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -30,8 +30,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
-use weft_api::certify::ErrorResponse;
 use weft_api::destination::{diff, Snapshot, Update, DESTINATION_PATH};
+use weft_api::identity::is_dns_label;
 
 /// Lines buffered per stream before the writer waits for the proxy to read. The watch
 /// channel coalesces changes meanwhile, so a slow reader gets fewer, larger diffs.
@@ -97,18 +97,10 @@ fn parse_authority(raw: &str) -> Result<Target, RequestError> {
         return Err(bad());
     };
     let rest: Vec<&str> = labels.collect();
-    let dns_label = |s: &str| {
-        !s.is_empty()
-            && s.len() <= 63
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !s.starts_with('-')
-            && !s.ends_with('-')
-    };
-    if !dns_label(name)
-        || !dns_label(namespace)
+    if !is_dns_label(name)
+        || !is_dns_label(namespace)
         || !(rest.is_empty() || rest[0] == "svc")
-        || !rest.iter().all(|l| dns_label(l))
+        || !rest.iter().all(|l| is_dns_label(l))
     {
         return Err(bad());
     }
@@ -314,14 +306,7 @@ impl Body for LineBody {
 
 /// `{"error": "…"}` with `status`.
 pub fn error_response(status: StatusCode, error: String) -> Response<ApiBody> {
-    let bytes = serde_json::to_vec(&ErrorResponse { error }).unwrap_or_default();
-    let mut rsp = Response::new(Full::new(Bytes::from(bytes)).boxed());
-    *rsp.status_mut() = status;
-    rsp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    rsp
+    crate::json_http::error_response(status, error).map(BodyExt::boxed)
 }
 
 #[cfg(test)]
@@ -512,7 +497,7 @@ mod tests {
             let rsp = svc.handle(&method, &uri.parse().unwrap(), peer);
             assert_eq!(rsp.status().as_u16(), status, "{uri}");
             let body = rsp.into_body().collect().await.unwrap().to_bytes();
-            let err: ErrorResponse = serde_json::from_slice(&body).unwrap();
+            let err: weft_api::certify::ErrorResponse = serde_json::from_slice(&body).unwrap();
             assert_eq!(err.error, error, "{uri}");
         }
         assert_eq!(index.lock().watched(), 0);

@@ -22,6 +22,7 @@ use super::tokens::Authenticator;
 use super::verify::{verify, IssueDecision, Refusal, VerifyConfig};
 use crate::destination::server::{ApiBody, DestinationService};
 use crate::duration::date_time;
+use crate::json_http::{error_response, json_response};
 use crate::shutdown::{Shutdown, ShutdownSignal};
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
@@ -31,7 +32,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::PrivateKeyDer;
-use serde::Serialize;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -41,7 +41,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, error, info, warn};
-use weft_api::certify::{CertifyRequest, CertifyResponse, ErrorResponse, CERTIFY_PATH};
+use weft_api::certify::{CertifyRequest, CertifyResponse, CERTIFY_PATH};
 use weft_api::destination::DESTINATION_PATH;
 use weft_api::IdentityName;
 
@@ -334,21 +334,6 @@ async fn route(api: &ProxyApi, req: Request<Incoming>, peer: SocketAddr) -> Resp
         return api.destination.handle(req.method(), req.uri(), peer);
     }
     api.identity.handle(req, peer).await.map(BodyExt::boxed)
-}
-
-fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response<Full<Bytes>> {
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
-    let mut rsp = Response::new(Full::new(Bytes::from(bytes)));
-    *rsp.status_mut() = status;
-    rsp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    rsp
-}
-
-fn error_response(status: StatusCode, error: String) -> Response<Full<Bytes>> {
-    json_response(status, &ErrorResponse { error })
 }
 
 // === the listener ===

@@ -182,15 +182,17 @@ fn requested_mode(input: &PodInput) -> Result<Mode, Skip> {
 /// Whether the pod (or its template), not its namespace, asks for ingress mode: the one way
 /// into kube-system, for k3s' bundled Traefik (docs/ingress.md).
 fn asks_for_ingress_itself(input: &PodInput) -> bool {
-    let own = annotations_of(input.pod)
-        .get(ann::INJECT)
-        .cloned()
-        .or_else(|| {
-            input
-                .template_annotations
-                .and_then(|t| t.get(ann::INJECT).cloned())
-        });
-    own.as_deref().map(str::trim) == Some("ingress")
+    let pod = annotations_of(input.pod);
+    if pod.contains_key(ann::INJECT) {
+        asks_for_ingress(&pod)
+    } else {
+        input.template_annotations.is_some_and(asks_for_ingress)
+    }
+}
+
+/// Whether these annotations say `weft.dev/inject: ingress`.
+pub fn asks_for_ingress(annotations: &BTreeMap<String, String>) -> bool {
+    annotations.get(ann::INJECT).map(|v| v.trim()) == Some("ingress")
 }
 
 /// Decides for one pod. Never fails: everything that stops injection is a [`Skip`].

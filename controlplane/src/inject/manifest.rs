@@ -194,19 +194,13 @@ fn inject(
 ) -> Result<String, ManifestError> {
     // In kube-system only a template that already asks for ingress mode itself is meshed
     // (k3s' Traefik): `weft inject` adding the annotation does not count.
-    if namespace == super::KUBE_SYSTEM {
+    // It stays in ingress mode whatever `weft inject` was asked.
+    let mode = if namespace == super::KUBE_SYSTEM {
         let json = serde_json::to_value(&*template).unwrap_or_default();
-        if super::decide::annotations_of(&json)
-            .get(ann::INJECT)
-            .map(|v| v.trim())
-            != Some("ingress")
-        {
+        if !super::decide::asks_for_ingress(&super::decide::annotations_of(&json)) {
             let reason = super::decide::Skip::SystemNamespace(super::KUBE_SYSTEM.into());
             return Ok(format!("skipped: {reason}"));
         }
-    }
-    // …and it stays in ingress mode.
-    let mode = if namespace == super::KUBE_SYSTEM {
         Mode::Ingress
     } else {
         mode

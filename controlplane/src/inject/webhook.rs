@@ -18,6 +18,7 @@
 
 use super::decide::{decide, skipped_patch, Decision, PodInput, Skip};
 use super::InjectConfig;
+use crate::json_http::{error_response, json_response};
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -262,22 +263,6 @@ pub fn base64(data: &[u8]) -> String {
 }
 
 // === HTTP ===
-
-fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
-    let mut rsp = Response::new(Full::new(Bytes::from(
-        serde_json::to_vec(body).unwrap_or_default(),
-    )));
-    *rsp.status_mut() = status;
-    rsp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    rsp
-}
-
-fn error_response(status: StatusCode, error: String) -> Response<Full<Bytes>> {
-    json_response(status, &json!({ "error": error }))
-}
 
 /// One HTTP request.
 pub async fn handle(webhook: &Webhook, req: Request<Incoming>) -> Response<Full<Bytes>> {
