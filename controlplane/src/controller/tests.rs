@@ -665,8 +665,14 @@ async fn injects_through_the_controller_and_syncs_the_ca_bundle() {
         assert_eq!(event.type_.as_deref(), Some("Warning"));
         assert_eq!(event.involved_object.kind.as_deref(), Some("DaemonSet"));
         assert_eq!(event.involved_object.name.as_deref(), Some("node-exporter"));
-        let message = event.message.unwrap_or_default();
-        assert!(message.contains("hostNetwork"), "{message}");
+        assert_eq!(
+            event.message.as_deref(),
+            Some("weft: pod node-exporter-* not injected: hostNetwork pods are not injected: the proxy's iptables rules would redirect the whole node's traffic")
+        );
+        assert_eq!(
+            event.source.and_then(|s| s.component).as_deref(),
+            Some("weft-injector")
+        );
         controller.shutdown().await;
     }
 }

@@ -53,11 +53,9 @@ pub fn cluster_rules() -> Vec<Value> {
         ),
         // Identity: every proxy's token is checked with a TokenReview (docs/identity.md).
         rule(&["authentication.k8s.io"], &["tokenreviews"], &["create"]),
-        // The injector is to report refusals (hostNetwork, bad annotations) as Events too
-        // (issue 8; today an annotation and an admission warning say it). Core v1 and
-        // events.k8s.io/v1 are two views of the same objects; kube-rs's recorder uses the
-        // latter, kubectl-style clients the former.
-        rule(&["", "events.k8s.io"], &["events"], &["create", "patch"]),
+        // The injector reports pods it left alone (hostNetwork, bad annotations) as a
+        // core/v1 Warning Event on their owner (controller/injector.rs `record_event`).
+        rule(&[""], &["events"], &["create"]),
         // The injector keeps its own webhook's caBundle equal to the trust anchors, at
         // start (controller/injector.rs `sync_ca_bundle`): only that one object.
         named_rule(
@@ -187,11 +185,7 @@ mod tests {
             }
         }
         want.push("authentication.k8s.io/tokenreviews/*:create".into());
-        for g in ["", "events.k8s.io"] {
-            for v in ["create", "patch"] {
-                want.push(format!("{g}/events/*:{v}"));
-            }
-        }
+        want.push("/events/*:create".into());
         for v in ["get", "patch"] {
             want.push(format!(
                 "admissionregistration.k8s.io/mutatingwebhookconfigurations/weft-proxy-injector:{v}"
